@@ -1,0 +1,1 @@
+"""fedsim.codecs: wire format and tensor codecs (numpy + msgpack only)."""
