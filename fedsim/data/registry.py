@@ -38,13 +38,15 @@ def load_dataset(
     """
     loader = DATASETS.get(name)
     if loader is None:
-        raise DataError(f"data.name: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(
+            f"data.dataset: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
+        )
     params = inspect.signature(loader).parameters
     own = [p for p in params if p not in _COMMON]
     for key in options:
         if key not in own:
             takes = f"its options are {', '.join(own)}" if own else "it takes no options"
-            raise DataError(f"data.{key}: dataset {name} has no option {key!r}; {takes}")
+            raise DataError(f"data.{name}.{key}: dataset {name} has no option {key!r}; {takes}")
     common = {"root": root, "download": download, "seed": seed}
     kwargs = {k: v for k, v in common.items() if k in params} | options
     return _load_cached(name, _freeze(kwargs))

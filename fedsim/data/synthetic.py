@@ -15,8 +15,8 @@ def load_synthetic(
     seed: int = 0,
     shape: Sequence[int] = (1, 28, 28),
     classes: int = 10,
-    train_size: int = 1000,
-    test_size: int = 200,
+    train_size: int = 4000,
+    test_size: int = 1000,
     noise: float = 1.0,
 ) -> Dataset:
     """Seeded Gaussian class prototypes + noise; options: shape, classes, train/test_size, noise.
@@ -27,13 +27,15 @@ def load_synthetic(
     """
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
-        raise DataError(f"data.shape: {list(shape)} must be a non-empty list of positive sizes")
+        raise DataError(
+            f"data.synthetic.shape: {list(shape)} must be a non-empty list of positive sizes"
+        )
     if classes < 2:
-        raise DataError(f"data.classes: {classes} must be at least 2")
+        raise DataError(f"data.synthetic.classes: {classes} must be at least 2")
     if train_size < 1 or test_size < 1:
-        raise DataError("data.train_size and data.test_size must be at least 1")
+        raise DataError("data.synthetic.train_size and test_size must be at least 1")
     if noise < 0:
-        raise DataError(f"data.noise: {noise} must be >= 0")
+        raise DataError(f"data.synthetic.noise: {noise} must be >= 0")
     rng = np.random.default_rng(seed)
     dim = int(np.prod(shape))
     prototypes = rng.standard_normal((classes, dim), dtype=np.float32)

@@ -64,7 +64,7 @@ def load_torchvision(name: str, root: str | None, download: bool) -> Dataset:
     source = SOURCES[name]
     if not root:
         raise DataError(
-            f"data.root: not set; data.name = {name} reads torchvision files from a local "
+            f"data.root: not set; data.dataset = {name} reads torchvision files from a local "
             "folder (set data.root, and data.download = true to fetch them)"
         )
     import torchvision.datasets
