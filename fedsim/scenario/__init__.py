@@ -1,0 +1,21 @@
+"""Scenario files: schema, units, overrides, variants, loading."""
+
+from fedsim.scenario.load import (
+    dump_scenario,
+    load_scenario,
+    parse_override,
+    register_check,
+    validate_doc,
+    variant_scenarios,
+)
+from fedsim.scenario.schema import Scenario
+
+__all__ = [
+    "Scenario",
+    "dump_scenario",
+    "load_scenario",
+    "parse_override",
+    "register_check",
+    "validate_doc",
+    "variant_scenarios",
+]

@@ -1,0 +1,200 @@
+"""The hooks every FL method implements (Flower-style: one class per method, one file each).
+
+Server side: `init_global`, `configure_round`, `aggregate`, `after_aggregate`.
+Client side: `local_train` with the smaller hooks `extra_loss` and `after_backward`, so a
+method like FedProx overrides one function and reads as a diff of FedAvg.
+
+Tensors crossing the hooks are numpy float32 arrays keyed by state_dict name; torch lives
+only inside local training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+State = dict[str, np.ndarray]
+
+
+class Options(BaseModel):
+    """An algorithm's own settings (the keys of `[algorithm]` besides `name`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the server sends in one round: one payload for every selected client."""
+
+    payload: State
+    downlink: str
+    uplink: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClientContext:
+    """Everything a client's local training sees. Built by the runtime, never by hand."""
+
+    round: int
+    client_id: int
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    config: dict[str, Any]
+    global_state: State
+    seed: int
+    generator: torch.Generator
+    state: dict[str, np.ndarray]  # the algorithm's own per-client state (persisted)
+    scenario: Any
+    cache: dict[str, Any] = field(default_factory=dict)  # per-task scratch space for hooks
+
+
+@dataclass
+class ClientUpdate:
+    tensors: State
+    num_samples: int
+    train_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """One accepted client's decoded update as the server sees it."""
+
+    client_id: int
+    tensors: State
+    num_samples: int
+    train_loss: float
+    metrics: dict[str, Any]
+    staleness: int = 0
+
+
+def communicated_names(model: torch.nn.Module) -> list[str]:
+    """State entries that travel: floating-point ones (integer counters stay local)."""
+    return sorted(k for k, v in model.state_dict().items() if v.is_floating_point())
+
+
+def state_from_model(model: torch.nn.Module) -> State:
+    sd = model.state_dict()
+    return {
+        k: sd[k].detach().cpu().numpy().astype(np.float32, copy=True)
+        for k in communicated_names(model)
+    }
+
+
+def load_state(model: torch.nn.Module, state: State) -> None:
+    sd = model.state_dict()
+    with torch.no_grad():
+        for k, v in state.items():
+            sd[k].copy_(torch.from_numpy(np.ascontiguousarray(v)).view_as(sd[k]))
+
+
+def weighted_mean(results: list[ClientResult], *, weighted: bool = True) -> State:
+    """Sample-weighted mean of the clients' tensors, in client-id order, accumulated in float64."""
+    results = sorted(results, key=lambda r: r.client_id)
+    total = sum(r.num_samples for r in results) if weighted else len(results)
+    out: State = {}
+    for name in results[0].tensors:
+        acc = np.zeros(results[0].tensors[name].shape, dtype=np.float64)
+        for r in results:
+            w = (r.num_samples if weighted else 1) / total
+            acc += w * r.tensors[name].astype(np.float64)
+        out[name] = acc.astype(np.float32)
+    return out
+
+
+class Algorithm:
+    """FedAvg-shaped defaults: send the global model, train locally, send the update Δ = w − w_g."""
+
+    name: ClassVar[str] = "base"
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, scenario: Any, options: Options | None = None):
+        self.scenario = scenario
+        self.options = options if options is not None else self.Options()
+
+    # ---- server side -------------------------------------------------------------------
+    def init_global(self, model: torch.nn.Module) -> State:
+        return state_from_model(model)
+
+    def configure_round(self, rnd: int, global_state: State) -> RoundPlan:
+        return RoundPlan(
+            payload=global_state,
+            downlink=self.scenario.codec.downlink,
+            uplink=self.scenario.codec.uplink,
+            config={"lr": self.scenario.train.lr},
+        )
+
+    def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
+        if not results:
+            return global_state
+        delta = weighted_mean(results)
+        return {k: (global_state[k] + delta[k]).astype(np.float32) for k in global_state}
+
+    def after_aggregate(
+        self, rnd: int, global_state: State, results: list[ClientResult]
+    ) -> dict[str, Any]:
+        """Round-level metrics a method wants in metrics.jsonl (e.g. bits per round)."""
+        return {}
+
+    def client_seed_state(self, client_id: int) -> dict[str, np.ndarray]:
+        return {}
+
+    # ---- client side -------------------------------------------------------------------
+    def make_optimizer(self, ctx: ClientContext) -> torch.optim.Optimizer:
+        t = self.scenario.train
+        lr = float(ctx.config.get("lr", t.lr))
+        params = [p for p in ctx.model.parameters() if p.requires_grad]
+        if t.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+    def extra_loss(self, ctx: ClientContext, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def after_backward(self, ctx: ClientContext) -> None:
+        pass
+
+    def forward(self, ctx: ClientContext, xb: torch.Tensor) -> torch.Tensor:
+        return ctx.model(xb)
+
+    def local_steps(self, n_samples: int) -> int:
+        t = self.scenario.train
+        if t.local_steps is not None:
+            return t.local_steps
+        return t.local_epochs * math.ceil(n_samples / t.batch_size)
+
+    def local_train(self, ctx: ClientContext) -> ClientUpdate:
+        model, t = ctx.model, self.scenario.train
+        model.train()
+        opt = self.make_optimizer(ctx)
+        n = len(ctx.y)
+        steps = self.local_steps(n)
+        per_epoch = math.ceil(n / t.batch_size)
+        losses = []
+        perm = None
+        for step in range(steps):
+            if step % per_epoch == 0:
+                perm = torch.randperm(n, generator=ctx.generator)
+            idx = perm[(step % per_epoch) * t.batch_size : (step % per_epoch + 1) * t.batch_size]
+            xb, yb = ctx.x[idx], ctx.y[idx]
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(self.forward(ctx, xb), yb)
+            losses.append(float(loss.detach()))
+            total = self.extra_loss(ctx, loss)
+            total.backward()
+            self.after_backward(ctx)
+            opt.step()
+        local = state_from_model(model)
+        delta = {k: (local[k] - ctx.global_state[k]).astype(np.float32) for k in ctx.global_state}
+        return ClientUpdate(
+            tensors=delta, num_samples=n, train_loss=float(np.mean(losses)) if losses else 0.0
+        )

@@ -1,0 +1,273 @@
+"""The `fedsim` command. The one place that turns errors into exit codes and messages.
+
+Bad input (a scenario file, a flag, a run directory) exits 2 with one line naming the file,
+the field and the problem; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _check_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UsageError(f"--out {out}: directory is not empty (pass --force to overwrite it)")
+
+
+def _progress_runner(scenario: Any, out: Path, quiet: bool, label: str = "") -> dict:
+    from fedsim.runtime.coordinator import Coordinator
+
+    if quiet:
+        return Coordinator(scenario, out).run()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(label or scenario.name, total=scenario.rounds, info="")
+        state = {"acc": None}
+
+        def update(row: dict) -> None:
+            if row.get("test_accuracy") is not None:
+                state["acc"] = row["test_accuracy"]
+            acc = "-" if state["acc"] is None else f"{state['acc']:.3f}"
+            info = (
+                f"sim {row['sim_time']:.1f}s  acc {acc}  "
+                f"up {_fmt_bytes(row['bytes_up_total'])}  down {_fmt_bytes(row['bytes_down_total'])}"
+            )
+            bar.update(task, completed=row["round"], info=info)
+
+        return Coordinator(scenario, out, progress=update).run()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedsim.scenario import load_scenario, variant_scenarios
+
+    overrides = list(args.set or [])
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.rounds is not None:
+        overrides.append(f"rounds={args.rounds}")
+    if args.transport is not None:
+        overrides.append(f"runtime.transport={args.transport!r}".replace("'", '"'))
+    if args.workers is not None:
+        overrides.append(f"runtime.workers={args.workers}")
+    scenario = load_scenario(args.scenario, overrides)
+    _validate_deep(scenario, args.scenario)
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = Path("runs") / f"{Path(args.scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _check_out_dir(out, args.force)
+
+    runs = (
+        variant_scenarios(scenario, file=args.scenario) if scenario.variants else [("", scenario)]
+    )
+    if args.variant:
+        names = {n for n, _ in runs}
+        unknown = [v for v in args.variant if v not in names]
+        if unknown:
+            raise UsageError(
+                f"--variant {unknown[0]}: not in {args.scenario} (has: {', '.join(sorted(names))})"
+            )
+        runs = [(n, s) for n, s in runs if n in args.variant]
+    summaries = {}
+    for name, sc in runs:
+        _validate_deep(sc, args.scenario, variant=name)
+        target = out / name if name else out
+        summary = _progress_runner(sc, target, args.quiet, label=name or sc.name)
+        summaries[name] = summary
+        if not args.quiet or args.summary:
+            acc = summary["best_accuracy"]
+            print(
+                f"{name or sc.name}: best_accuracy={acc if acc is None else round(acc, 4)} "
+                f"sim_time={summary['sim_time_total']:.1f}s wall={summary['wall_time_total']:.1f}s "
+                f"up={_fmt_bytes(summary['bytes_up_total'])} down={_fmt_bytes(summary['bytes_down_total'])} "
+                f"-> {target}"
+            )
+    return 0
+
+
+def _validate_deep(scenario: Any, file: str, variant: str = "") -> None:
+    """Checks that need the registries (algorithm options, model, dataset, codecs)."""
+    from fedsim.scenario.checks import check_scenario
+
+    check_scenario(scenario, file=f"{file}[variants.{variant}]" if variant else file)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fedsim.scenario import load_scenario, variant_scenarios
+
+    scenario = load_scenario(args.scenario, args.set or [])
+    _validate_deep(scenario, args.scenario)
+    for name, sc in variant_scenarios(scenario, file=args.scenario):
+        _validate_deep(sc, args.scenario, variant=name)
+    n = len(scenario.variants)
+    print(
+        f"{args.scenario}: ok ({scenario.rounds} rounds, {scenario.clients.count} clients"
+        f"{f', {n} variants' if n else ''})"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedsim.algorithms import describe_algorithms
+    from fedsim.data import describe_datasets
+    from fedsim.data.partition import describe_partitioners
+    from fedsim.models import describe_models
+
+    sections = {
+        "models": describe_models(),
+        "datasets": describe_datasets(),
+        "partitioners": describe_partitioners(),
+        "algorithms": describe_algorithms(),
+    }
+    try:
+        from fedsim.network.devices import describe_profiles
+
+        sections["devices"] = describe_profiles()
+    except ImportError:
+        pass
+    try:
+        from fedsim.codecs.pipeline import describe_codecs
+
+        sections["codecs"] = describe_codecs()
+    except ImportError:
+        pass
+    wanted = args.what or list(sections)
+    console = Console()
+    for what in wanted:
+        if what not in sections:
+            raise UsageError(
+                f"fedsim list: unknown section {what!r} (choose from {', '.join(sections)})"
+            )
+        table = Table(title=what, show_header=False, title_justify="left")
+        for name, doc in sections[what]:
+            table.add_row(name, doc)
+        console.print(table)
+    return 0
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    from fedsim.report.traffic import traffic_command
+
+    return traffic_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="fedsim",
+        description="Federated-learning simulator with exact bytes and simulated time.",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a scenario file")
+    r.add_argument("scenario")
+    r.add_argument("--out", help="run directory (default runs/<scenario>-<time>)")
+    r.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a scenario key (repeatable)"
+    )
+    r.add_argument("--seed", type=int)
+    r.add_argument("--rounds", type=int)
+    r.add_argument("--transport", choices=["inproc", "ipc", "tcp"])
+    r.add_argument("--workers", type=int)
+    r.add_argument("--variant", action="append", help="run only this variant (repeatable)")
+    r.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--summary", action="store_true", help="print the one-line summary even with --quiet"
+    )
+    r.set_defaults(fn=cmd_run)
+
+    v = sub.add_parser("validate", help="check a scenario file without running it")
+    v.add_argument("scenario")
+    v.add_argument("--set", action="append", metavar="KEY=VALUE")
+    v.set_defaults(fn=cmd_validate)
+
+    ls = sub.add_parser(
+        "list", help="list models, datasets, partitioners, algorithms, devices, codecs"
+    )
+    ls.add_argument("what", nargs="*")
+    ls.set_defaults(fn=cmd_list)
+
+    t = sub.add_parser("traffic", help="summaries and filters over a run's traffic.jsonl")
+    t.add_argument("run_dir")
+    t.add_argument("--by", choices=["round", "client", "kind", "profile"], action="append")
+    t.add_argument("--round", type=int, action="append")
+    t.add_argument("--client", type=int, action="append")
+    t.add_argument("--kind", choices=["model", "update", "control"], action="append")
+    t.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    t.set_defaults(fn=cmd_traffic)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fedsim.errors import FedsimError
+
+    try:
+        from fedsim.codecs.wire import WireError
+    except ImportError:  # pragma: no cover
+        WireError = ValueError  # type: ignore[assignment,misc]
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            import fedsim
+
+            print(f"fedsim {fedsim.__version__}")
+            return 0
+        if not getattr(args, "fn", None):
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        return int(args.fn(args) or 0)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FedsimError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except WireError as e:
+        print(f"error: malformed message: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The runtime's envelope around wire-format messages (see docs/protocol.md).
+
+A runtime message is a ZeroMQ multipart: frame 0 is a small msgpack map (the envelope:
+`type`, ids, how many frames follow in each section); the rest are whole wire-format
+messages (`fedsim.codecs.wire`) laid end to end. The simulated network only ever sees the
+payload section (the model going down, the update coming up); the client-state section is
+machinery (so any worker can train any client) and is never counted as traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from fedsim.codecs.wire import TensorRecord, WireError, pack_message, unpack_message
+
+PROTOCOL_VERSION = 1
+MAX_ENVELOPE = 1 << 20
+
+HELLO = "hello"
+SETUP = "setup"
+READY = "ready"
+TASK = "task"
+RESULT = "result"
+ERROR = "error"
+HEARTBEAT = "heartbeat"
+SHUTDOWN = "shutdown"
+
+
+def pack_envelope(kind: str, **fields: Any) -> bytes:
+    return msgpack.packb({"v": PROTOCOL_VERSION, "type": kind, **fields}, use_bin_type=True)
+
+
+def unpack_envelope(frame: bytes | memoryview) -> dict[str, Any]:
+    if len(frame) > MAX_ENVELOPE:
+        raise WireError("envelope too large")
+    try:
+        env = msgpack.unpackb(
+            bytes(frame),
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_ENVELOPE,
+            max_str_len=MAX_ENVELOPE,
+            max_array_len=4096,
+            max_map_len=4096,
+        )
+    except Exception as e:  # msgpack raises several types for malformed input
+        raise WireError(f"malformed envelope: {e}") from None
+    if not isinstance(env, dict) or not isinstance(env.get("type"), str):
+        raise WireError("envelope is not a map with a 'type'")
+    if env.get("v") != PROTOCOL_VERSION:
+        raise WireError(
+            f"protocol version {env.get('v')!r} not supported (want {PROTOCOL_VERSION})"
+        )
+    return env
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: int
+    round: int
+    client_id: int
+    payload: Sequence[Any]  # wire frames of the model message (shared between clients)
+    state: Sequence[Any]  # wire frames of the client's state message
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task_id: int
+    round: int
+    client_id: int
+    update: list[Any]  # wire frames of the update message
+    state: list[Any]  # wire frames of the client's new state
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def task_frames(task: Task) -> list[Any]:
+    env = pack_envelope(
+        TASK,
+        task=task.task_id,
+        round=task.round,
+        client=task.client_id,
+        n_payload=len(task.payload),
+        n_state=len(task.state),
+        meta=task.meta,
+    )
+    return [env, *task.payload, *task.state]
+
+
+def result_frames(res: TaskResult) -> list[Any]:
+    env = pack_envelope(
+        RESULT,
+        task=res.task_id,
+        round=res.round,
+        client=res.client_id,
+        n_update=len(res.update),
+        n_state=len(res.state),
+        meta=res.meta,
+    )
+    return [env, *res.update, *res.state]
+
+
+def _split(frames: Sequence[Any], env: dict, first: str, second: str) -> tuple[list, list]:
+    n1, n2 = env.get(first), env.get(second)
+    if not isinstance(n1, int) or not isinstance(n2, int) or n1 < 0 or n2 < 0:
+        raise WireError("envelope section counts missing or invalid")
+    if 1 + n1 + n2 != len(frames):
+        raise WireError(f"envelope announces {1 + n1 + n2} frames, message has {len(frames)}")
+    return list(frames[1 : 1 + n1]), list(frames[1 + n1 :])
+
+
+def parse_task(frames: Sequence[Any], env: dict) -> Task:
+    payload, state = _split(frames, env, "n_payload", "n_state")
+    return Task(
+        _int(env, "task"),
+        _int(env, "round"),
+        _int(env, "client"),
+        payload,
+        state,
+        env.get("meta") or {},
+    )
+
+
+def parse_result(frames: Sequence[Any], env: dict) -> TaskResult:
+    update, state = _split(frames, env, "n_update", "n_state")
+    return TaskResult(
+        _int(env, "task"),
+        _int(env, "round"),
+        _int(env, "client"),
+        update,
+        state,
+        env.get("meta") or {},
+    )
+
+
+def _int(env: dict, key: str) -> int:
+    v = env.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise WireError(f"envelope field {key!r} must be an integer")
+    return v
+
+
+# ---- client state as a wire message (raw arrays, lossless) --------------------------------
+
+
+def pack_state(state: dict[str, np.ndarray]) -> list[Any]:
+    records = [
+        TensorRecord(
+            name=k,
+            codec="raw",
+            shape=tuple(int(d) for d in v.shape),
+            params={},
+            buffers=(np.ascontiguousarray(v).reshape(-1),),
+        )
+        for k, v in sorted(state.items())
+    ]
+    return pack_message("state", {}, records)
+
+
+def unpack_state(frames: Sequence[Any]) -> dict[str, np.ndarray]:
+    if not frames:
+        return {}
+    msg = unpack_message(frames)
+    out = {}
+    for rec in msg.tensors:
+        if rec.codec != "raw" or len(rec.buffers) != 1:
+            raise WireError(f"state tensor {rec.name!r} is not a raw single-buffer record")
+        buf = np.asarray(rec.buffers[0])
+        if buf.size != int(np.prod(rec.shape, dtype=np.int64)):
+            raise WireError(f"state tensor {rec.name!r}: {buf.size} values for shape {rec.shape}")
+        out[rec.name] = buf.reshape(rec.shape).copy()
+    return out

@@ -1,0 +1,81 @@
+"""Checks that need the registries: names of models, datasets, algorithms, codecs, devices.
+
+Kept apart from the schema so `fedsim.scenario` itself stays free of torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedsim.errors import ScenarioError
+
+
+def _fail(file: str | None, field: str, msg: str) -> None:
+    raise ScenarioError(msg, file=file, field=field)
+
+
+def check_scenario(scenario: Any, *, file: str | None = None) -> None:
+    from fedsim.algorithms import algorithm_options
+    from fedsim.data import DATASETS
+    from fedsim.models import MODELS
+
+    sc = scenario
+    if sc.clients.per_round > sc.clients.count:
+        _fail(
+            file,
+            "clients.per_round",
+            f"{sc.clients.per_round} exceeds clients.count ({sc.clients.count})",
+        )
+    if sc.model.name not in MODELS:
+        _fail(
+            file,
+            "model.name",
+            f"unknown model {sc.model.name!r} (known: {', '.join(sorted(MODELS))})",
+        )
+    if sc.data.dataset not in DATASETS:
+        _fail(
+            file,
+            "data.dataset",
+            f"unknown dataset {sc.data.dataset!r} (known: {', '.join(sorted(DATASETS))})",
+        )
+    try:
+        algorithm_options(sc)
+    except ScenarioError as e:
+        _fail(file, e.field or "algorithm", e.message)
+    try:
+        from fedsim.codecs.pipeline import parse_codec
+    except ImportError:  # codec library not built yet
+        parse_codec = None
+    if parse_codec is not None:
+        for direction in ("uplink", "downlink"):
+            spec = getattr(sc.codec, direction)
+            try:
+                parse_codec(spec)
+            except ValueError as e:
+                _fail(file, f"codec.{direction}", str(e))
+    try:
+        from fedsim.network.devices import CATALOG
+    except ImportError:
+        CATALOG = None
+    if CATALOG is not None:
+        for i, dev in enumerate(sc.network.devices):
+            if dev.profile not in CATALOG:
+                _fail(
+                    file,
+                    f"network.devices[{i}].profile",
+                    f"unknown device profile {dev.profile!r} (known: {', '.join(sorted(CATALOG))})",
+                )
+    av = sc.network.availability
+    if av.model == "trace":
+        from pathlib import Path
+
+        if not av.trace:
+            _fail(
+                file,
+                "network.availability.trace",
+                "model = 'trace' needs trace = 'path/to/file.csv|json'",
+            )
+        elif not Path(av.trace).exists():
+            _fail(file, "network.availability.trace", f"trace file {av.trace} not found")
+    if sc.runtime.transport != "inproc" and sc.runtime.workers == 0:
+        _fail(file, "runtime.workers", f"transport {sc.runtime.transport!r} needs workers >= 1")

@@ -1,0 +1,148 @@
+"""Loading a scenario: TOML file -> overrides -> pydantic validation -> cross checks.
+
+Every failure becomes a `ScenarioError` naming the file and the dotted field, so the CLI
+can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import tomllib
+from pydantic import ValidationError
+
+from fedsim.errors import ScenarioError
+from fedsim.scenario.schema import Scenario
+
+# Extra checks registered by other layers (algorithms, models, codecs ...). Each takes the
+# validated scenario and returns (field, message) pairs for every problem it finds.
+_CHECKS: list[Callable[[Scenario], Iterable[tuple[str, str]]]] = []
+
+
+def register_check(fn: Callable[[Scenario], Iterable[tuple[str, str]]]) -> None:
+    _CHECKS.append(fn)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value); the value is read as TOML if it parses, else a string."""
+    if "=" not in item:
+        raise ScenarioError(f"override {item!r} must look like key.path=value", field="--set")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ScenarioError(f"override {item!r} has an empty key", field="--set")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(doc: dict, overrides: Sequence[tuple[str, Any]]) -> dict:
+    doc = copy.deepcopy(doc)
+    for key, value in overrides:
+        node = doc
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ScenarioError(f"cannot set {key}: {part} is not a table", field=key)
+            node = nxt
+        node[parts[-1]] = value
+    return doc
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _field_of(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def validate_doc(doc: dict, *, file: str | None = None) -> Scenario:
+    try:
+        scenario = Scenario.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if (
+            "input" in err
+            and err["type"] != "extra_forbidden"
+            and not isinstance(err["input"], dict)
+        ):
+            msg = f"{msg} (got {err['input']!r})"
+        raise ScenarioError(msg, file=file, field=_field_of(err["loc"])) from None
+    for check in _CHECKS:
+        for field, msg in check(scenario):
+            raise ScenarioError(msg, file=file, field=field)
+    return scenario
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError("file not found", file=str(path))
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"not valid TOML: {e}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ScenarioError("not UTF-8 text", file=str(path)) from None
+
+
+def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    doc = read_toml(path)
+    doc = apply_overrides(doc, [parse_override(o) for o in overrides])
+    scenario = validate_doc(doc, file=str(path))
+    _resolve_paths(scenario, Path(path).resolve().parent)
+    return scenario
+
+
+def _resolve_paths(scenario: Scenario, base: Path) -> None:
+    """Relative file settings are relative to the scenario file, as a reader expects."""
+    trace = scenario.network.availability.trace
+    if trace and not Path(trace).is_absolute():
+        candidate = base / trace
+        if candidate.exists() or not Path(trace).exists():
+            scenario.network.availability.trace = str(candidate)
+
+
+def variant_scenarios(scenario: Scenario, *, file: str | None = None) -> list[tuple[str, Scenario]]:
+    """Expand `[[variants]]`: each is deep-merged over the base (without its own variants)."""
+    base = scenario.model_dump(exclude={"variants"})
+    out = []
+    for v in scenario.variants:
+        over = v.model_dump()
+        name = over.pop("name")
+        merged = deep_merge(base, over)
+        merged["name"] = f"{scenario.name}/{name}"
+        out.append((name, validate_doc(merged, file=f"{file}[variants.{name}]" if file else None)))
+    return out
+
+
+def _strip_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_strip_none(v) for v in obj]
+    return obj
+
+
+def dump_scenario(scenario: Scenario) -> str:
+    """The fully resolved scenario as TOML (defaults filled in, SI units, no nulls)."""
+    return tomli_w.dumps(_strip_none(scenario.model_dump(mode="json")))

@@ -1,0 +1,205 @@
+"""The scenario file schema (pydantic). Unknown keys are rejected everywhere.
+
+Units are accepted the way people write them ("20Mbit/s", "50ms", "2GFLOP/s", "1.5MB")
+and stored as SI floats after validation; the resolved scenario written next to a run
+keeps the SI numbers so it reloads to exactly the same values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from fedsim.scenario import units
+
+
+def _unit(fn):
+    def check(v: object) -> object:
+        if v is None:
+            return v
+        try:
+            return fn(v)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+
+    return BeforeValidator(check)
+
+
+class UnitName(str):
+    """Marks a unit-carrying field for the generated reference (docs/scenarios.md)."""
+
+
+Rate = Annotated[float, _unit(units.parse_rate), Field(gt=0), UnitName('rate ("20Mbit/s")')]
+Duration = Annotated[float, _unit(units.parse_duration), Field(ge=0), UnitName('duration ("50ms")')]
+Flops = Annotated[float, _unit(units.parse_flops), Field(gt=0), UnitName('FLOP/s ("2GFLOP/s")')]
+Bytes = Annotated[float, _unit(units.parse_bytes), Field(ge=0), UnitName('size ("1.5MB")')]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticCfg(Strict):
+    shape: list[int] = Field(
+        default_factory=lambda: [1, 28, 28],
+        min_length=1,
+        description="input shape of synthetic samples",
+    )
+    classes: int = Field(10, ge=2, description="number of synthetic classes")
+    train_size: int = Field(4000, ge=1, description="synthetic training samples")
+    test_size: int = Field(1000, ge=1, description="synthetic test samples")
+    noise: float = Field(1.0, ge=0, description="noise around class prototypes")
+
+
+class DataCfg(Strict):
+    dataset: str = Field("mnist5k", description="see `fedsim list datasets`")
+    root: str | None = Field(None, description="folder holding torchvision dataset files")
+    download: bool = Field(False, description="let torchvision download missing files")
+    partition: Literal["iid", "dirichlet", "shards", "size_skew"] = Field(
+        "iid", description="how training data is split across clients"
+    )
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition = dirichlet)")
+    min_size: int = Field(10, ge=1, description="minimum samples per client (dirichlet)")
+    shards_per_client: int = Field(
+        2, ge=1, description="label-sorted shards per client (partition = shards)"
+    )
+    size_sigma: float = Field(1.0, gt=0, description="lognormal sigma (partition = size_skew)")
+    synthetic: SyntheticCfg = Field(default_factory=SyntheticCfg)
+
+
+class ModelCfg(Strict):
+    name: str = Field("cnn", description="see `fedsim list models`")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the model builder"
+    )
+
+
+class ClientsCfg(Strict):
+    count: int = Field(20, gt=0, description="population size")
+    per_round: int = Field(5, gt=0, description="clients aggregated per round (K)")
+
+
+class TrainCfg(Strict):
+    local_epochs: int = Field(1, ge=1, description="local epochs per round")
+    local_steps: int | None = Field(None, ge=1, description="if set, overrides local_epochs")
+    batch_size: int = Field(32, ge=1, description="local mini-batch size")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="local optimizer")
+    lr: float = Field(0.05, gt=0, description="local learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (reset every round)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
+
+
+class AlgorithmCfg(BaseModel):
+    """`name` plus the algorithm's own options, validated by that algorithm's schema."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(
+        "fedavg", description="see `fedsim list algorithms`; other keys are its options"
+    )
+
+
+class CodecCfg(Strict):
+    uplink: str = Field("fp32", description="codec spec for client updates (docs/codecs.md)")
+    downlink: str = Field("fp32", description="codec spec for the model sent to clients")
+
+
+class DeviceMix(Strict):
+    profile: str = Field("laptop-wifi", description="device profile, see `fedsim list devices`")
+    share: float = Field(1.0, gt=0, description="relative share of the population")
+    up: Rate | None = Field(None, description="override the profile's uplink")
+    down: Rate | None = Field(None, description="override the profile's downlink")
+    rtt: Duration | None = Field(None, description="override the profile's round-trip time")
+    flops: Flops | None = Field(None, description="override the profile's training FLOP/s")
+    loss: float | None = Field(
+        None, ge=0, lt=1, description="override the packet loss rate (Mathis cap)"
+    )
+    jitter: Duration | None = Field(None, description="override latency jitter (std dev)")
+    spread: float = Field(0.0, ge=0, description="lognormal sigma on rates and FLOP/s")
+
+
+class AvailabilityCfg(Strict):
+    model: Literal["always", "markov", "trace"] = Field("always", description="availability model")
+    mean_on: Duration = Field(3600.0, description="mean online period (markov)")
+    mean_off: Duration = Field(600.0, description="mean offline period (markov)")
+    trace: str | None = Field(
+        None, description="CSV client_id,start,end or JSON {client: [[start,end],...]} (trace)"
+    )
+
+
+class NetworkCfg(Strict):
+    server_up: Rate = Field(1e9, description="server incoming capacity (shared by uploads)")
+    server_down: Rate = Field(1e9, description="server outgoing capacity (shared by downloads)")
+    bandwidth_factor: float = Field(
+        1.0, gt=0, le=1, description="usable fraction of nominal bandwidth (SimGrid: 0.97)"
+    )
+    latency_factor: float = Field(
+        1.0, ge=1, description="latency multiplier for TCP slow start (SimGrid: 13.01)"
+    )
+    devices: list[DeviceMix] = Field(
+        default_factory=lambda: [DeviceMix()], min_length=1, description="device mix"
+    )
+    availability: AvailabilityCfg = Field(default_factory=AvailabilityCfg)
+
+
+class ServerCfg(Strict):
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="synchronous rounds or FedBuff buffered async"
+    )
+    overcommit: float = Field(
+        1.0, ge=1.0, description="select ceil(K*overcommit), accept the first K"
+    )
+    deadline: Duration | None = Field(None, description="round deadline; later uploads are dropped")
+    # FedBuff (asynchronous buffered aggregation)
+    concurrency: int = Field(10, ge=1, description="async: clients training at once")
+    buffer_size: int = Field(5, ge=1, description="async: updates per aggregation")
+    staleness: Literal["constant", "polynomial", "hinge"] = Field(
+        "polynomial", description="async: staleness weighting"
+    )
+    staleness_exponent: float = Field(0.5, ge=0, description="async: a in (1+s)^-a")
+    server_lr: float = Field(1.0, gt=0, description="async: server step size on the buffered mean")
+
+
+class EvalCfg(Strict):
+    every: int = Field(1, ge=1, description="evaluate every N rounds (and the last)")
+    batch_size: int = Field(1000, ge=1, description="evaluation batch size")
+
+
+class RuntimeCfg(Strict):
+    transport: Literal["inproc", "ipc", "tcp"] = Field(
+        "inproc", description="ZeroMQ transport between coordinator and clients"
+    )
+    workers: int = Field(0, ge=0, description="worker processes to spawn (ipc/tcp)")
+    torch_threads: int = Field(
+        1, ge=1, description="torch threads per client process (fixed for determinism)"
+    )
+    checkpoint_every: int = Field(0, ge=0, description="checkpoint every N rounds (0 = off)")
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+
+
+class Scenario(Strict):
+    name: str = Field("scenario", description="name used in outputs and reports")
+    description: str = Field("", description="free text")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="seeds everything: init, partitions, selection, training, codecs, network",
+    )
+    rounds: int = Field(10, gt=0, description="number of rounds (sync) or aggregations (async)")
+    data: DataCfg = Field(default_factory=DataCfg)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    clients: ClientsCfg = Field(default_factory=ClientsCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    algorithm: AlgorithmCfg = Field(default_factory=AlgorithmCfg)
+    codec: CodecCfg = Field(default_factory=CodecCfg)
+    network: NetworkCfg = Field(default_factory=NetworkCfg)
+    server: ServerCfg = Field(default_factory=ServerCfg)
+    eval: EvalCfg = Field(default_factory=EvalCfg)
+    runtime: RuntimeCfg = Field(default_factory=RuntimeCfg)
+    variants: list[Variant] = Field(
+        default_factory=list, description="[[variants]]: name + keys deep-merged over this file"
+    )
