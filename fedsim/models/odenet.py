@@ -228,15 +228,11 @@ class ODENet(StagedNet):
         stages: int = 3,
     ):
         iterations = blocks if iterations is None else iterations
-        super().__init__(
-            input_shape,
-            num_classes,
-            width,
-            stages,
-            norm,
-            lambda c: ODEBlock(c, iterations, step, solver, norm),
-            "odenet",
-        )
+
+        def body(channels: int) -> ODEBlock:
+            return ODEBlock(channels, iterations, step, solver, norm)
+
+        super().__init__(input_shape, num_classes, width, stages, norm, body, "odenet")
 
     @property
     def iterations(self) -> int:
@@ -278,12 +274,8 @@ class ResNet(StagedNet):
     ):
         if blocks < 1:
             raise ValueError(f"blocks: {blocks} must be >= 1")
-        super().__init__(
-            input_shape,
-            num_classes,
-            width,
-            stages,
-            norm,
-            lambda c: nn.Sequential(*(ResidualBlock(c, norm) for _ in range(blocks))),
-            "resnet",
-        )
+
+        def body(channels: int) -> nn.Sequential:
+            return nn.Sequential(*(ResidualBlock(channels, norm) for _ in range(blocks)))
+
+        super().__init__(input_shape, num_classes, width, stages, norm, body, "resnet")
