@@ -49,7 +49,8 @@ def odeint_fixed(
     block's per-iteration BatchNorm). Works on tensors (plain loop, so autograd
     backpropagates through it; no adjoint) and on floats or numpy arrays.
     ``method="euler"``: z += h f(z). ``method="rk4"``: classic Runge-Kutta, weights
-    1/6, 1/3, 1/3, 1/6 (Butcher 2016, "Numerical Methods for ODEs", Sec. 235).
+    1/6, 1/3, 1/3, 1/6 (Kutta 1901; Hairer, Norsett, Wanner, Solving ODEs I, Sec. II.1,
+    Table 1.2, beside the 3/8 rule it is not).
     """
     if method not in SOLVERS:
         raise ValueError(f"solver: {method!r} is not one of {', '.join(SOLVERS)}")
