@@ -7,6 +7,7 @@ the field and the problem; never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -105,7 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, sc in runs:
         _validate_deep(sc, args.scenario, variant=name)
         target = out / name if name else out
-        summary = _progress_runner(sc, target, args.quiet, label=name or sc.name)
+        with _data_errors_name(args.scenario):
+            summary = _progress_runner(sc, target, args.quiet, label=name or sc.name)
         summaries[name] = summary
         if not args.quiet or args.summary:
             acc = summary["best_accuracy"]
@@ -118,6 +120,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _data_errors_name(file: str):
+    """Data problems surface while loading; say which scenario file asked for the data."""
+    from fedsim.errors import DataError, ScenarioError
+
+    try:
+        yield
+    except DataError as e:
+        raise ScenarioError(str(e), file=file) from None
+
+
 def _validate_deep(scenario: Any, file: str, variant: str = "") -> None:
     """Checks that need the registries (algorithm options, model, dataset, codecs)."""
     from fedsim.scenario.checks import check_scenario
@@ -126,12 +139,17 @@ def _validate_deep(scenario: Any, file: str, variant: str = "") -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from fedsim.runtime.build import load_data
     from fedsim.scenario import load_scenario, variant_scenarios
 
     scenario = load_scenario(args.scenario, args.set or [])
     _validate_deep(scenario, args.scenario)
+    with _data_errors_name(args.scenario):
+        load_data(scenario)
     for name, sc in variant_scenarios(scenario, file=args.scenario):
         _validate_deep(sc, args.scenario, variant=name)
+        with _data_errors_name(args.scenario):
+            load_data(sc)
     n = len(scenario.variants)
     print(
         f"{args.scenario}: ok ({scenario.rounds} rounds, {scenario.clients.count} clients"

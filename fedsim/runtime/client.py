@@ -10,6 +10,7 @@ accepts the result. So any runner can train any client and get the same bytes.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,13 @@ def join_state(codec: dict[str, dict | None], algo: dict[str, np.ndarray]) -> di
     return out
 
 
+def readonly_tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor view of a cached, read-only dataset array (never written to)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+
 class ClientRunner:
     def __init__(self, scenario: Any):
         self.scenario = scenario
@@ -61,8 +69,8 @@ class ClientRunner:
         # full initial state incl. non-communicated buffers: reset before every task so a
         # runner's history never leaks into the next client's training
         self._initial = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self._x = torch.from_numpy(np.ascontiguousarray(self.dataset.x_train))
-        self._y = torch.from_numpy(np.ascontiguousarray(self.dataset.y_train))
+        self._x = readonly_tensor(self.dataset.x_train)
+        self._y = readonly_tensor(self.dataset.y_train)
 
     def run(self, task: Task) -> TaskResult:
         t0 = time.perf_counter()

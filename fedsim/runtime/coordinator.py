@@ -25,7 +25,7 @@ from fedsim.algorithms.base import ClientResult, load_state
 from fedsim.codecs.pipeline import decode_tensors, encode_tensors, parse_codec
 from fedsim.codecs.wire import pack_message, payload_bytes, unpack_message, wire_bytes
 from fedsim.runtime import seeding
-from fedsim.runtime.client import ClientRunner
+from fedsim.runtime.client import ClientRunner, readonly_tensor
 from fedsim.runtime.executors import make_executor
 from fedsim.runtime.flops import FlopModel
 from fedsim.runtime.netbuild import build_network
@@ -96,8 +96,8 @@ class Coordinator:
         flop_model = FlopModel(model, tuple(runner.dataset.input_shape), sc.train.batch_size)
         net = build_network(sc)
         store = ClientStateStore()
-        x_test = torch.from_numpy(np.ascontiguousarray(runner.dataset.x_test))
-        y_test = torch.from_numpy(np.ascontiguousarray(runner.dataset.y_test))
+        x_test = readonly_tensor(runner.dataset.x_test)
+        y_test = readonly_tensor(runner.dataset.y_test)
         sizes = [len(p) for p in runner.partitions]
 
         out = RunOutputs(self.out_dir)

@@ -90,7 +90,7 @@ class InprocExecutor(Executor):
         dealer.connect(self.endpoint)
         self._dealer = dealer
         self.worker_task = asyncio.ensure_future(serve_worker(dealer, self.runner))
-        ident, env = await self._recv()
+        ident, env, _ = await self._recv()
         if env["type"] != P.READY:
             raise RuntimeFailure(f"in-process worker said {env['type']!r} instead of ready")
         self.worker_id = ident
