@@ -1,0 +1,79 @@
+"""QSGD (Alistarh et al. 2017, "QSGD: Communication-efficient SGD via gradient
+quantization and encoding", eq. 1): per group, the L2 norm, and for each value a sign and
+a level l in 0..s drawn so that E[norm * sign * l / s] = x (unbiased), with variance
+E||Q(x) - x||^2 <= min(n / s^2, sqrt(n) / s) * ||x||^2 (their Lemma 3.1).
+
+Each value is one code of b + 1 bits, b = bit_length(s): the level in the low b bits and
+the sign (1 = negative) in bit b, packed LSB-first (bitpack.py). The norms are float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import expect_array, expect_buffers, expect_finite, numel
+from .bitpack import CHUNK, code_dtype, pack_chunk, packed_nbytes, unpack_codes
+from .quantize import Grouped, group_reduce, per_value
+from .wire import WireError
+
+MAX_LEVELS = (1 << 15) - 1  # so that level + sign fit a 16-bit code
+
+
+def _sq_norm(rows: np.ndarray, axis: int) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+
+
+class QSGDCodec(Grouped):
+    """qsgd:s=S[:bucket=B]"""
+
+    def __init__(self, levels: int, per: str = "tensor", bucket: int | None = None):
+        if not 1 <= levels <= MAX_LEVELS:
+            raise ValueError(f"qsgd levels s must be in 1..{MAX_LEVELS}, got {levels}")
+        super().__init__(per, bucket)
+        self.levels = levels
+        self.level_bits = levels.bit_length()
+        self.bits = self.level_bits + 1
+        self.spec = f"qsgd:s={levels}{self._group_spec()}"
+
+    def encode_parts(self, x, rng):
+        flat = x.reshape(-1)
+        n = flat.size
+        groups, length = self.layout(x.shape)
+        norms = group_reduce(flat, groups, length, _sq_norm)
+        if not np.isfinite(norms).all():
+            raise ValueError("cannot QSGD-encode non-finite values (or the norm overflows)")
+        scale = np.divide(
+            np.float32(self.levels), norms, out=np.zeros(groups, np.float32), where=norms > 0
+        )
+        dtype = code_dtype(self.bits)
+        out = np.empty(packed_nbytes(n, self.bits), np.uint8)
+        s = self.levels
+        for a in range(0, n, CHUNK):
+            b = min(a + CHUNK, n)
+            chunk = flat[a:b]
+            r = np.abs(chunk) * per_value(scale, a, b, length)  # in [0, s]
+            r += rng.random(b - a, dtype=np.float32)
+            level = r.astype(dtype)
+            np.minimum(level, s, out=level)
+            level |= (chunk < 0).astype(dtype) << self.level_bits
+            out[a * self.bits // 8 : (b * self.bits + 7) // 8] = pack_chunk(level, self.bits)
+        return (out, norms), {}
+
+    def decode_parts(self, buffers, params, shape):
+        expect_buffers(buffers, 2, self.spec)
+        n = numel(shape)
+        groups, length = self.layout(shape)
+        packed = expect_array(buffers[0], np.uint8, packed_nbytes(n, self.bits), self.spec)
+        norms = expect_array(buffers[1], np.float32, groups, self.spec)
+        expect_finite(norms, self.spec, nonnegative=True)
+        codes = unpack_codes(packed, self.bits, n)
+        level = codes & ((1 << self.level_bits) - 1)
+        if n and int(level.max()) > self.levels:
+            raise WireError(f"{self.spec}: level above s={self.levels}")
+        neg = (codes >> self.level_bits).astype(bool)
+        mag = level.astype(np.float32) * (per_value(norms, 0, n, length) / np.float32(self.levels))
+        return np.where(neg, -mag, mag).astype(np.float32)
+
+    def encoded_nbytes(self, shape):
+        groups, _ = self.layout(shape)
+        return packed_nbytes(numel(shape), self.bits) + 4 * groups

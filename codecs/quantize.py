@@ -1,0 +1,229 @@
+"""Uniform k-bit quantization (k in 1..16) and sign compression (1 bit + scale).
+
+Values are split into groups: the whole tensor, each output channel (axis 0, for tensors
+of 2 or more dimensions; smaller ones fall back to the whole tensor), or buckets of B
+consecutive values in C order (the last bucket may be shorter). Each group keeps its
+minimum `lo` and step `(hi - lo) / (2**k - 1)` as float32; a value becomes the code
+round((x - lo) / step) (deterministic) or floor((x - lo) / step + u), u ~ U[0, 1)
+(stochastic rounding, unbiased: E[decode] = x; Gupta et al. 2015, "Deep learning with
+limited numerical precision", eq. 2). Codes are packed LSB-first (bitpack.py).
+
+Work proceeds in chunks of 64 Ki values, so temporaries stay in cache and no float64
+copy of the tensor is ever made.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Codec, expect_array, expect_buffers, expect_finite, numel
+from .bitpack import CHUNK, code_dtype, pack_chunk, packed_nbytes, unpack_chunk, unpack_codes
+from .wire import WireError
+
+PER_CHOICES = ("tensor", "channel", "bucket")
+_TWO16 = np.float32(65536.0)
+_INV_TWO16 = np.float32(1.0 / 65536.0)
+
+
+def group_layout(shape: tuple[int, ...], per: str, bucket: int | None) -> tuple[int, int]:
+    """(number of groups G, group length L): groups are runs of L values, the last may be shorter."""
+    n = numel(shape)
+    if per == "bucket":
+        return -(-n // bucket), bucket
+    if per == "channel" and len(shape) >= 2:
+        return shape[0], (n // shape[0] if shape[0] else 0)
+    return 1, n
+
+
+def group_reduce(x: np.ndarray, groups: int, length: int, fn) -> np.ndarray:
+    """fn(rows, axis=1) for each group of a flat array, as float32 of size G (0 for empty)."""
+    out = np.zeros(groups, np.float32)
+    n = x.size
+    if n == 0 or groups == 0:
+        return out
+    full = n // length
+    if full:
+        out[:full] = fn(x[: full * length].reshape(full, length), axis=1)
+    if full < groups:
+        out[full] = fn(x[full * length :].reshape(1, -1), axis=1)[0]
+    return out
+
+
+def per_value(values: np.ndarray, a: int, b: int, length: int):
+    """The group value of each element in [a, b): a scalar when there is one group."""
+    if values.size == 1:
+        return values[0]
+    return values[np.arange(a, b) // length]
+
+
+def _dither_codes(t: np.ndarray, rng: np.random.Generator, levels: int, dtype) -> np.ndarray:
+    """floor(t + u), u ~ U[0, 1), clipped to levels; t holds (x - lo) / step, t >= 0.
+
+    For levels < 128 the uniform comes from 16 random bits added in fixed point
+    (t * 2**16 stays below 2**23, exact in float32): unbiased to within 2**-16 steps,
+    and four values per 64-bit draw of the generator.
+    """
+    m = t.size
+    if levels < 128:
+        r = rng.bit_generator.random_raw(-(-m // 4)).view(np.uint16)[:m]
+        t *= _TWO16
+        np.add(t, r, out=t, casting="unsafe")
+        t *= _INV_TWO16
+    else:
+        t += rng.random(m, dtype=np.float32)
+    codes = t.astype(dtype)
+    np.minimum(codes, levels, out=codes)
+    return codes
+
+
+def quantize_uniform(
+    x: np.ndarray,
+    bits: int,
+    groups: int,
+    length: int,
+    stochastic: bool,
+    rng: np.random.Generator | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float32 x -> (packed codes uint8, scales float32 [lo0, step0, lo1, step1, ...])."""
+    n = x.size
+    levels = (1 << bits) - 1
+    lo = group_reduce(x, groups, length, np.min)
+    hi = group_reduce(x, groups, length, np.max)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("cannot quantize non-finite values")
+    span = hi.astype(np.float64) - lo
+    with np.errstate(over="ignore"):
+        spread = hi - lo
+    if not np.isfinite(spread).all():
+        raise ValueError("value range exceeds float32")
+    step = (span / levels).astype(np.float32)
+    inv = np.divide(1.0, step, out=np.zeros(groups, np.float32), where=step > 0)
+    dtype = code_dtype(bits)
+    out = np.empty(packed_nbytes(n, bits), np.uint8)
+    buf = np.empty(min(n, CHUNK), np.float32)
+    for a in range(0, n, CHUNK):
+        b = min(a + CHUNK, n)
+        t = buf[: b - a]
+        np.subtract(x[a:b], per_value(lo, a, b, length), out=t)
+        t *= per_value(inv, a, b, length)
+        if stochastic:
+            codes = _dither_codes(t, rng, levels, dtype)
+        else:
+            t += 0.5
+            codes = t.astype(dtype)
+        out[a * bits // 8 : (b * bits + 7) // 8] = pack_chunk(codes, bits)
+    scales = np.empty(2 * groups, np.float32)
+    scales[0::2] = lo
+    scales[1::2] = step
+    return out, scales
+
+
+def dequantize_uniform(
+    packed: np.ndarray, scales: np.ndarray, bits: int, n: int, groups: int, length: int
+) -> np.ndarray:
+    """Inverse of quantize_uniform (validated: sizes, padding bits, finite scales)."""
+    lo = scales[0::2]
+    step = scales[1::2]
+    expect_finite(scales, "quantize")
+    expect_finite(step, "quantize", nonnegative=True)
+    used = (n * bits) % 8
+    if used and int(packed[-1]) >> used:
+        raise WireError("nonzero padding bits after the last code")
+    out = np.empty(n, np.float32)
+    for a in range(0, n, CHUNK):
+        b = min(a + CHUNK, n)
+        codes = unpack_chunk(packed[a * bits // 8 : (b * bits + 7) // 8], bits, b - a)
+        o = out[a:b]
+        np.multiply(codes, per_value(step, a, b, length), out=o, casting="unsafe")
+        o += per_value(lo, a, b, length)
+    return out
+
+
+class Grouped(Codec):
+    """Shared option handling for codecs with per-tensor / per-channel / per-bucket scales."""
+
+    def __init__(self, per: str = "tensor", bucket: int | None = None):
+        if per not in PER_CHOICES:
+            raise ValueError(f"per must be one of {', '.join(PER_CHOICES)}, got {per!r}")
+        if per == "bucket" and (bucket is None or bucket < 1):
+            raise ValueError("bucket size must be a positive integer")
+        self.per = per
+        self.bucket = bucket if per == "bucket" else None
+
+    def _group_spec(self) -> str:
+        if self.per == "bucket":
+            return f":bucket={self.bucket}"
+        return ":per=channel" if self.per == "channel" else ""
+
+    def layout(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return group_layout(shape, self.per, self.bucket)
+
+
+class QuantizeCodec(Grouped):
+    """q<bits>[:per=channel|:bucket=B][:stochastic]"""
+
+    def __init__(
+        self, bits: int, per: str = "tensor", bucket: int | None = None, stochastic: bool = False
+    ):
+        if not 1 <= bits <= 16:
+            raise ValueError(f"bits must be in 1..16, got {bits}")
+        super().__init__(per, bucket)
+        self.bits = bits
+        self.stochastic = stochastic
+        self.spec = f"q{bits}{self._group_spec()}{':stochastic' if stochastic else ''}"
+
+    def encode_parts(self, x, rng):
+        groups, length = self.layout(x.shape)
+        packed, scales = quantize_uniform(
+            x.reshape(-1), self.bits, groups, length, self.stochastic, rng
+        )
+        return (packed, scales), {}
+
+    def decode_parts(self, buffers, params, shape):
+        expect_buffers(buffers, 2, self.spec)
+        n = numel(shape)
+        groups, length = self.layout(shape)
+        packed = expect_array(buffers[0], np.uint8, packed_nbytes(n, self.bits), self.spec)
+        scales = expect_array(buffers[1], np.float32, 2 * groups, self.spec)
+        return dequantize_uniform(packed, scales, self.bits, n, groups, length)
+
+    def encoded_nbytes(self, shape):
+        groups, _ = self.layout(shape)
+        return packed_nbytes(numel(shape), self.bits) + 8 * groups
+
+
+class SignCodec(Grouped):
+    """sign[:per=channel|:bucket=B]: one bit per value (1 = negative) and the group's mean |x|.
+
+    The scale follows EF-SignSGD (Karimireddy et al. 2019, Algorithm 1: ||x||_1 / n).
+    """
+
+    def __init__(self, per: str = "tensor", bucket: int | None = None):
+        super().__init__(per, bucket)
+        self.spec = f"sign{self._group_spec()}"
+
+    def encode_parts(self, x, rng):
+        flat = x.reshape(-1)
+        groups, length = self.layout(x.shape)
+        if flat.size and not np.isfinite(flat).all():
+            raise ValueError("cannot sign-compress non-finite values")
+        scale = group_reduce(
+            np.abs(flat), groups, length, lambda r, axis: r.mean(axis=axis, dtype=np.float64)
+        )
+        bits = np.packbits(flat < 0, bitorder="little")
+        return (bits, scale), {}
+
+    def decode_parts(self, buffers, params, shape):
+        expect_buffers(buffers, 2, self.spec)
+        n = numel(shape)
+        groups, length = self.layout(shape)
+        packed = expect_array(buffers[0], np.uint8, packed_nbytes(n, 1), self.spec)
+        scale = expect_array(buffers[1], np.float32, groups, self.spec)
+        expect_finite(scale, self.spec, nonnegative=True)
+        neg = unpack_codes(packed, 1, n)
+        mag = per_value(scale, 0, n, length) if n else np.float32(0)
+        return np.where(neg.astype(bool), -mag, mag).astype(np.float32)
+
+    def encoded_nbytes(self, shape):
+        groups, _ = self.layout(shape)
+        return packed_nbytes(numel(shape), 1) + 4 * groups
