@@ -1,22 +1,44 @@
-"""Algorithm registry: one class per method, one file each."""
+"""Algorithm registry: one class per method, one file each.
+
+Every module in this package is imported and each `Algorithm` subclass it defines with a
+`name` is registered, so adding a method means adding a file.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 from typing import Any
 
 from pydantic import ValidationError
 
 from fedsim.algorithms.base import Algorithm
-from fedsim.algorithms.fedavg import FedAvg
-from fedsim.algorithms.fedprox import FedProx
 from fedsim.errors import ScenarioError
 
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (FedAvg, FedProx)}
+ALGORITHMS: dict[str, type[Algorithm]] = {}
 
 
 def register(cls: type[Algorithm]) -> type[Algorithm]:
     ALGORITHMS[cls.name] = cls
     return cls
+
+
+def _discover() -> None:
+    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if mod.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{mod.name}")
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if (
+                issubclass(obj, Algorithm)
+                and obj.__module__ == module.__name__
+                and obj.name != "base"
+            ):
+                register(obj)
+
+
+_discover()
 
 
 def algorithm_options(scenario: Any) -> tuple[type[Algorithm], Any]:
@@ -33,6 +55,8 @@ def algorithm_options(scenario: Any) -> tuple[type[Algorithm], Any]:
     except ValidationError as e:
         err = e.errors()[0]
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
         field = "algorithm." + ".".join(str(p) for p in err["loc"])
         raise ScenarioError(msg, field=field) from None
     return cls, opts

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from fedsim.codecs.pipeline import encode_tensors, parse_codec
+
 State = dict[str, np.ndarray]
 
 
@@ -145,8 +147,14 @@ class Algorithm:
         """Round-level metrics a method wants in metrics.jsonl (e.g. bits per round)."""
         return {}
 
-    def client_seed_state(self, client_id: int) -> dict[str, np.ndarray]:
+    def client_config(self, rnd: int, client_id: int, device: Any) -> dict[str, Any]:
+        """Per-client settings for this round (e.g. an ODE iteration count from the device
+        profile). Merged into the client's config; travels in the task envelope."""
         return {}
+
+    def train_flops_per_sample(self, flop_model: Any, config: dict[str, Any]) -> float:
+        """Training FLOPs per sample for a client with this config (forward + backward)."""
+        return flop_model.train_flops(1)
 
     # ---- client side -------------------------------------------------------------------
     def make_optimizer(self, ctx: ClientContext) -> torch.optim.Optimizer:
@@ -162,6 +170,20 @@ class Algorithm:
 
     def after_backward(self, ctx: ClientContext) -> None:
         pass
+
+    def encode_update(
+        self,
+        ctx: ClientContext,
+        update: ClientUpdate,
+        spec: str,
+        rng: np.random.Generator,
+        codec_state: dict,
+    ) -> tuple[list, dict, dict[str, float]]:
+        """Encode the update for the uplink: (records, new codec state, metrics such as the
+        paper-accounting bits). Methods that pick bits per layer override this."""
+        codec = parse_codec(spec)
+        records, new_state = encode_tensors(update.tensors, codec, rng, codec_state or None)
+        return records, new_state or {}, {}
 
     def forward(self, ctx: ClientContext, xb: torch.Tensor) -> torch.Tensor:
         return ctx.model(xb)

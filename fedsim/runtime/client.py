@@ -18,7 +18,7 @@ import torch
 
 from fedsim.algorithms import build_algorithm
 from fedsim.algorithms.base import ClientContext, load_state
-from fedsim.codecs.pipeline import decode_tensors, encode_tensors, parse_codec
+from fedsim.codecs.pipeline import decode_tensors
 from fedsim.codecs.wire import pack_message, unpack_message
 from fedsim.runtime import seeding
 from fedsim.runtime.build import load_data, make_model, make_partitions
@@ -77,6 +77,7 @@ class ClientRunner:
         msg = unpack_message(task.payload)
         global_state = decode_tensors(msg.tensors)
         config = dict(msg.meta.get("config") or {})
+        config.update(task.meta.get("client_config") or {})
         uplink = str(msg.meta.get("uplink", "fp32"))
         codec_state, algo_state = split_state(unpack_state(task.state))
 
@@ -102,9 +103,11 @@ class ClientRunner:
         t1 = time.perf_counter()
         update = self.algorithm.local_train(ctx)
         t2 = time.perf_counter()
-        codec = parse_codec(uplink)
         rng = seeding.rng_for(self.scenario.seed, seeding.UPLINK, task.round, task.client_id)
-        records, new_codec_state = encode_tensors(update.tensors, codec, rng, codec_state or None)
+        records, new_codec_state, enc_metrics = self.algorithm.encode_update(
+            ctx, update, uplink, rng, codec_state
+        )
+        update.metrics.update(enc_metrics)
         meta = {
             "round": task.round,
             "client": task.client_id,

@@ -137,8 +137,13 @@ class Coordinator:
                 down_wire, down_payload = wire_bytes(down_frames), payload_bytes(down_frames)
 
                 tasks = []
+                client_cfg = {}
                 for c in selected:
-                    tasks.append(Task(task_seq, rnd, c, down_frames, pack_state(store.get(c))))
+                    client_cfg[c] = algo.client_config(rnd, c, net.device(c))
+                    meta_c = {"client_config": client_cfg[c]} if client_cfg[c] else {}
+                    tasks.append(
+                        Task(task_seq, rnd, c, down_frames, pack_state(store.get(c)), meta_c)
+                    )
                     task_seq += 1
                 results = await executor.run(tasks)
                 by_client = {r.client_id: r for r in results.values()}
@@ -148,7 +153,10 @@ class Coordinator:
                     n_samp = samples_processed(
                         sizes[c], sc.train.batch_size, sc.train.local_epochs, sc.train.local_steps
                     )
-                    compute_s = flop_model.train_flops(n_samp) / net.device_flops(c)
+                    per_sample = algo.train_flops_per_sample(
+                        flop_model, {**plan.config, **client_cfg[c]}
+                    )
+                    compute_s = per_sample * n_samp / net.device_flops(c)
                     jobs.append((c, down_wire, compute_s, wire_bytes(by_client[c].update)))
                 t_end, timelines = net.run_sync_round(
                     sim_time,

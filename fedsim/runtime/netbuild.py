@@ -35,6 +35,9 @@ class _SimpleNetwork:
     def online_clients(self, t: float) -> list[int]:
         return list(range(self.n))
 
+    def device(self, c: int):
+        return None
+
     def device_flops(self, c: int) -> float:
         return self.flops
 
