@@ -1,0 +1,228 @@
+"""`fedsim report RUN_DIR`: figures in RUN_DIR/plots/, RUN_DIR/report.md and a
+self-contained RUN_DIR/report.html (figures embedded as base64 data URIs)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from fedsim.report import plots
+from fedsim.report.rundir import Run, load_run
+from fedsim.report.units import fmt_bytes, fmt_energy, fmt_pct, fmt_seconds
+
+# (file name, caption, figure builder); a builder returning None is skipped.
+FIGURES: list[tuple[str, str, Callable[[Run], Figure | None]]] = [
+    (
+        "accuracy_vs_time.png",
+        "Test accuracy vs simulated time",
+        lambda r: plots.accuracy_curves([r], "time"),
+    ),
+    (
+        "accuracy_vs_bytes.png",
+        "Test accuracy vs cumulative bytes on the wire (up + down)",
+        lambda r: plots.accuracy_curves([r], "bytes"),
+    ),
+    ("bytes_per_round.png", "Bytes up and down per round", plots.bytes_per_round),
+    ("client_timeline.png", "Client timeline (first rounds)", plots.client_timeline),
+    ("loss.png", "Loss per round", plots.loss_curves),
+    ("compression.png", "Bits and sparsity per round", plots.compression_per_round),
+    ("energy.png", "Energy per round", plots.energy_per_round),
+]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class Image:
+    caption: str
+    path: Path
+
+
+def summary_table(run: Run) -> Table:
+    s = run.stat
+    accs = run.evaluated()
+    best = max(accs, key=lambda p: p[0]["test_accuracy"])[0] if accs else None
+    planned = run.summary.get("rounds")
+    rows = [
+        ["scenario", str(run.summary.get("scenario") or _scenario_name(run))],
+        ["seed", str(run.summary.get("seed", "–"))],
+        [
+            "rounds",
+            f"{len(run.metrics)}"
+            + (f" of {planned}" if planned and planned != len(run.metrics) else ""),
+        ],
+        ["final test accuracy", fmt_pct(s("final_accuracy"))],
+        [
+            "best test accuracy",
+            fmt_pct(s("best_accuracy")) + (f" (round {best['round']})" if best else ""),
+        ],
+        ["simulated time", fmt_seconds(s("sim_time_total"))],
+        ["wall-clock time", fmt_seconds(s("wall_time_total"))],
+        ["bytes up (updates, delivered)", fmt_bytes(s("bytes_up_total"))],
+        ["bytes down (models, delivered)", fmt_bytes(s("bytes_down_total"))],
+        ["bytes total", fmt_bytes((s("bytes_up_total") or 0) + (s("bytes_down_total") or 0))],
+    ]
+    counts = {
+        k: sum(int(m.get(k) or 0) for m in run.metrics)
+        for k in ("selected", "aggregated", "dropped")
+    }
+    rows.append(
+        [
+            "client updates selected / aggregated / dropped",
+            f"{counts['selected']:,} / {counts['aggregated']:,} / {counts['dropped']:,}",
+        ]
+    )
+    if s("energy_j_total") is not None:
+        rows.append(["energy", fmt_energy(s("energy_j_total"))])
+    codec = run.summary.get("codec")
+    if isinstance(codec, dict):
+        rows.append(
+            ["codec up / down", f"{codec.get('uplink', '?')} / {codec.get('downlink', '?')}"]
+        )
+    if run.summary.get("model_params") is not None:
+        rows.append(["model parameters", f"{int(run.summary['model_params']):,}"])
+    if run.summary.get("model_sha256"):
+        rows.append(["model sha256", f"`{run.summary['model_sha256']}`"])
+    versions = run.summary.get("versions")
+    if isinstance(versions, dict) and versions:
+        rows.append(["versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))])
+    return Table("Summary", ["", "value"], rows)
+
+
+def dropout_table(run: Run) -> Table | None:
+    """Messages that never arrived, by kind and reason (from traffic.jsonl)."""
+    counts = Counter(
+        (r.get("kind", "?"), r.get("reason") or "unknown") for r in run.traffic if r.get("dropped")
+    )
+    if not counts:
+        return None
+    rows = [[kind, reason, f"{n:,}"] for (kind, reason), n in sorted(counts.items())]
+    return Table("Dropped messages", ["kind", "reason", "messages"], rows)
+
+
+def _scenario_name(run: Run) -> str:
+    for line in _read_text(run.path / "scenario.toml").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "name":
+            return value.strip().strip('"')
+    return run.path.name
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def render_markdown(title: str, notes: list[str], blocks: list[Table | Image], base: Path) -> str:
+    out = [f"# {title}", ""]
+    out += [f"{n}\n" for n in notes]
+    for b in blocks:
+        if isinstance(b, Table):
+            out += [f"## {b.title}", ""]
+            out.append("| " + " | ".join(b.header) + " |")
+            out.append("|" + "|".join("---" for _ in b.header) + "|")
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b.rows]
+            out.append("")
+        else:
+            rel = b.path.relative_to(base).as_posix()
+            out += [f"## {b.caption}", "", f"![{b.caption}]({rel})", ""]
+    return "\n".join(out)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5em; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
+th { background: #f3f3f3; }
+code { font-size: 90%; }
+img { max-width: 100%; border: 1px solid #eee; }
+""".strip()
+
+
+def _html_cell(text: str) -> str:
+    # Backticks mark code in the markdown cells (the model hash).
+    if len(text) > 1 and text.startswith("`") and text.endswith("`"):
+        return f"<code>{html.escape(text[1:-1])}</code>"
+    return html.escape(text)
+
+
+def render_html(title: str, notes: list[str], blocks: list[Table | Image]) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    out += [f"<p>{html.escape(n)}</p>" for n in notes]
+    for b in blocks:
+        if isinstance(b, Table):
+            out.append(f"<h2>{html.escape(b.title)}</h2><table>")
+            out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b.header) + "</tr>")
+            for row in b.rows:
+                out.append("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>")
+            out.append("</table>")
+        else:
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            cap = html.escape(b.caption)
+            out.append(f"<h2>{cap}</h2>")
+            out.append(
+                f'<img alt="{cap}" title="{html.escape(b.path.name)}" src="data:image/png;base64,{data}">'
+            )
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def make_report(run_dir: Path) -> Path:
+    """Write run_dir/plots/*.png, run_dir/report.md and run_dir/report.html; return report.md."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    plot_dir = run_dir / "plots"
+    images: list[Image] = []
+    for name, caption, build in FIGURES:
+        fig = build(run)
+        if fig is not None:
+            images.append(Image(caption, plots.save(fig, plot_dir / name)))
+        else:
+            # A figure from an earlier report of this directory must not outlive its data.
+            (plot_dir / name).unlink(missing_ok=True)
+
+    title = f"fedsim report: {run.summary.get('scenario') or _scenario_name(run)}"
+    notes = [f"Run directory: {run_dir}"]
+    if not run.complete:
+        notes.append(
+            f"No summary.json: the run is unfinished or crashed; the table and figures "
+            f"come from the {len(run.metrics)} rounds in metrics.jsonl."
+        )
+    if not run.traffic:
+        notes.append("No traffic.jsonl: no client timeline or dropout table.")
+    tables = [summary_table(run)]
+    drops = dropout_table(run)
+    if drops is not None:
+        tables.append(drops)
+    blocks: list[Table | Image] = [*tables, *images]
+
+    md = run_dir / "report.md"
+    md.write_text(render_markdown(title, notes, blocks, run_dir), encoding="utf-8")
+    (run_dir / "report.html").write_text(render_html(title, notes, blocks), encoding="utf-8")
+    return md
+
+
+def report_command(args: Any) -> int:
+    """CLI glue: args.run_dir."""
+    md = make_report(Path(args.run_dir))
+    n = len(list((md.parent / "plots").glob("*.png")))
+    print(f"report: {md}")
+    print(f"        {md.with_suffix('.html')} (self-contained)")
+    print(f"plots:  {md.parent / 'plots'} ({n} figures)")
+    return 0
