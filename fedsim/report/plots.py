@@ -166,7 +166,7 @@ def bytes_per_round(run: Run) -> Figure | None:
             )
     _style(ax, "Bytes on the wire per round (delivered)", "round", f"bytes ({unit})")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8)
     return fig
 
 
