@@ -205,6 +205,23 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return traffic_command(args)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from fedsim.runtime.workers import run_worker
+
+    return run_worker(
+        args.connect, keys_dir=args.keys, threads=args.threads, heartbeat=args.heartbeat, timeout=args.timeout
+    )
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from fedsim.runtime.workers import generate_keys
+
+    for p in generate_keys(args.dir):
+        print(p)
+    print(f'set runtime.curve_keys = "{args.dir}" on the coordinator; give workers --keys {args.dir}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="fedsim",
@@ -241,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("what", nargs="*")
     ls.set_defaults(fn=cmd_list)
+
+    w = sub.add_parser("worker", help="run a worker process that trains clients for a coordinator")
+    w.add_argument("--connect", required=True, metavar="ENDPOINT", help="e.g. tcp://host:5555 or ipc:///path")
+    w.add_argument("--keys", help="CURVE key folder from `fedsim keys generate`")
+    w.add_argument("--threads", type=int, default=1, help="torch threads (must match the coordinator's)")
+    w.add_argument("--heartbeat", type=float, default=1.0)
+    w.add_argument("--timeout", type=float, default=10.0)
+    w.set_defaults(fn=cmd_worker)
+
+    k = sub.add_parser("keys", help="CURVE keys for tcp beyond localhost")
+    ksub = k.add_subparsers(dest="keys_command", parser_class=_Parser, required=True)
+    kg = ksub.add_parser("generate", help="write server and worker key pairs into DIR")
+    kg.add_argument("dir")
+    kg.set_defaults(fn=cmd_keys)
 
     t = sub.add_parser("traffic", help="summaries and filters over a run's traffic.jsonl")
     t.add_argument("run_dir")

@@ -101,8 +101,9 @@ class Coordinator:
         sizes = [len(p) for p in runner.partitions]
 
         out = RunOutputs(self.out_dir)
-        write_text_atomic(self.out_dir / "scenario.toml", dump_scenario(sc))
-        executor = make_executor(sc, lambda: runner)
+        resolved = dump_scenario(sc)
+        write_text_atomic(self.out_dir / "scenario.toml", resolved)
+        executor = make_executor(sc, lambda: runner, scenario_toml=resolved, on_event=out.event)
         await executor.start()
         out.event("start", wall=time.time())
 

@@ -138,10 +138,10 @@ class InprocExecutor(Executor):
         self.ctx.term()
 
 
-def make_executor(scenario: Any, runner_factory: Any) -> Executor:
+def make_executor(scenario: Any, runner_factory: Any, *, scenario_toml: str, on_event: Any) -> Executor:
     rt = scenario.runtime
-    if rt.transport == "inproc" or rt.workers == 0:
+    if rt.transport == "inproc":
         return InprocExecutor(runner_factory())
     from fedsim.runtime.workers import ZmqWorkerExecutor
 
-    return ZmqWorkerExecutor(scenario)
+    return ZmqWorkerExecutor(scenario, scenario_toml, on_event=on_event)

@@ -174,6 +174,13 @@ class RuntimeCfg(Strict):
         1, ge=1, description="torch threads per client process (fixed for determinism)"
     )
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N rounds (0 = off)")
+    endpoint: str | None = Field(
+        None, description='address the coordinator binds, e.g. "tcp://0.0.0.0:5555" (default: private ipc path or random localhost port)'
+    )
+    heartbeat_interval: Duration = Field(1.0, description="seconds between heartbeats (workers and coordinator)")
+    worker_timeout: Duration = Field(10.0, description="a worker silent this long is lost; its work is re-run elsewhere")
+    worker_wait: Duration = Field(60.0, description="with no worker left, wait this long for one to join, then stop")
+    curve_keys: str | None = Field(None, description="folder from `fedsim keys generate`: CURVE-encrypt and authenticate tcp")
 
 
 class Variant(BaseModel):
