@@ -47,6 +47,17 @@ def pack_chunk(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.packbits(expanded.ravel(), bitorder="little")
 
 
+def pack_into(codes: np.ndarray, bits: int, out: np.ndarray) -> None:
+    """Pack a chunk of codes into the uint8 slice `out` (same layout as pack_chunk)."""
+    if bits == 4 and codes.size % 2 == 0:
+        np.left_shift(codes[1::2], 4, out=out)
+        out |= codes[0::2]
+    elif bits == 8:
+        out[:] = codes
+    else:
+        out[:] = pack_chunk(codes, bits)
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """Pack 1-D unsigned codes (each < 2**bits) into a uint8 array of packed_nbytes bytes."""
     n = codes.size

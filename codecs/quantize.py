@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Codec, expect_array, expect_buffers, expect_finite, numel
-from .bitpack import CHUNK, code_dtype, pack_chunk, packed_nbytes, unpack_chunk, unpack_codes
+from .bitpack import CHUNK, code_dtype, pack_into, packed_nbytes, unpack_chunk, unpack_codes
 from .wire import WireError
 
 PER_CHOICES = ("tensor", "channel", "bucket")
@@ -97,21 +97,32 @@ def quantize_uniform(
     if not np.isfinite(spread).all():
         raise ValueError("value range exceeds float32")
     step = (span / levels).astype(np.float32)
+    # a subnormal step would overflow 1/step; the smallest normal float32 is fine-grained enough
+    step = np.where(span > 0, np.maximum(step, np.finfo(np.float32).tiny), step).astype(np.float32)
     inv = np.divide(1.0, step, out=np.zeros(groups, np.float32), where=step > 0)
+    # Deterministic rounding: floor((x - lo) / step + 1/2) = floor((x - (lo - step/2)) / step),
+    # one operation fewer. lo - step/2 rounds to float32 with an error of |lo| * 2**-24,
+    # negligible against the step when |lo| <= 1024 steps (else keep the exact form).
+    half = 0.5 * step.astype(np.float64)
+    shifted = not stochastic and bool((np.abs(lo) <= 1024 * step).all())
+    origin = (lo - half).astype(np.float32) if shifted else lo
     dtype = code_dtype(bits)
     out = np.empty(packed_nbytes(n, bits), np.uint8)
     buf = np.empty(min(n, CHUNK), np.float32)
+    cbuf = np.empty(min(n, CHUNK), dtype)
     for a in range(0, n, CHUNK):
         b = min(a + CHUNK, n)
         t = buf[: b - a]
-        np.subtract(x[a:b], per_value(lo, a, b, length), out=t)
+        np.subtract(x[a:b], per_value(origin, a, b, length), out=t)
         t *= per_value(inv, a, b, length)
         if stochastic:
             codes = _dither_codes(t, rng, levels, dtype)
         else:
-            t += 0.5
-            codes = t.astype(dtype)
-        out[a * bits // 8 : (b * bits + 7) // 8] = pack_chunk(codes, bits)
+            if not shifted:
+                t += 0.5
+            codes = cbuf[: b - a]
+            np.copyto(codes, t, casting="unsafe")
+        pack_into(codes, bits, out[a * bits // 8 : (b * bits + 7) // 8])
     scales = np.empty(2 * groups, np.float32)
     scales[0::2] = lo
     scales[1::2] = step
@@ -130,13 +141,19 @@ def dequantize_uniform(
     if used and int(packed[-1]) >> used:
         raise WireError("nonzero padding bits after the last code")
     out = np.empty(n, np.float32)
+    with np.errstate(over="ignore"):  # finite but huge scales from a peer give +-inf values
+        _dequantize_into(out, packed, lo, step, bits, length)
+    return out
+
+
+def _dequantize_into(out, packed, lo, step, bits, length) -> None:
+    n = out.size
     for a in range(0, n, CHUNK):
         b = min(a + CHUNK, n)
         codes = unpack_chunk(packed[a * bits // 8 : (b * bits + 7) // 8], bits, b - a)
         o = out[a:b]
         np.multiply(codes, per_value(step, a, b, length), out=o, casting="unsafe")
         o += per_value(lo, a, b, length)
-    return out
 
 
 class Grouped(Codec):
