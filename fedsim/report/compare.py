@@ -138,7 +138,7 @@ def render_compare_table(rows: list[dict[str, Any]], fmt: str) -> str:
         t.add_row(*row)
     console = Console(file=io.StringIO(), width=180, force_terminal=False)
     console.print(t)
-    return console.file.getvalue()
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
 
 
 COMPARE_FIGURES = [

@@ -256,6 +256,10 @@ def client_timeline(run: Run, max_rounds: int = 5, max_clients: int = 30) -> Fig
     A download ends at the model row's t_deliver, compute ends at the update row's
     t_compute_end, the upload runs from its t_send to its t_deliver. An update that was
     dropped after it started sending is drawn hatched up to the end of its round.
+
+    One row per client: the first rounds are shown (at most max_rounds) as long as the
+    clients they selected fit in max_clients rows; a single round with more clients than
+    that shows its first max_clients.
     """
     msgs = [
         r
@@ -264,11 +268,19 @@ def client_timeline(run: Run, max_rounds: int = 5, max_clients: int = 30) -> Fig
     ]
     if not msgs:
         return None
-    rounds = sorted({r["round"] for r in msgs})[:max_rounds]
+    selected: dict[int, set[int]] = defaultdict(set)
+    for r in msgs:
+        selected[r["round"]].add(int(r["client"]))
+    rounds: list[int] = []
+    clients_all: set[int] = set()
+    for rnd in sorted(selected)[:max_rounds]:
+        if rounds and len(clients_all | selected[rnd]) > max_clients:
+            break
+        rounds.append(rnd)
+        clients_all |= selected[rnd]
     shown_rounds = set(rounds)
     msgs = [r for r in msgs if r["round"] in shown_rounds]
-    clients_all = sorted({int(r["client"]) for r in msgs})
-    clients = clients_all[:max_clients]
+    clients = sorted(clients_all)[:max_clients]
     y_of = {c: i for i, c in enumerate(clients)}
     round_end = {m["round"]: m.get("sim_time") for m in run.metrics}
     by_key: dict[tuple[int, int], dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -362,10 +374,12 @@ def client_timeline(run: Run, max_rounds: int = 5, max_clients: int = 30) -> Fig
     ax.set_ylim(len(clients) - 0.5, -0.5)
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_xlabel(f"simulated time ({unit})")
-    title = f"Client timeline, rounds {rounds[0]}–{rounds[-1]}"
+    title = "Client timeline, " + (
+        f"rounds {rounds[0]}–{rounds[-1]}" if len(rounds) > 1 else f"round {rounds[0]}"
+    )
     if len(clients) < len(clients_all):
         title += f" (first {len(clients)} of {len(clients_all)} clients)"
-    ax.set_title(title, fontsize=12, loc="left", pad=16)
+    ax.set_title(title, fontsize=12, loc="left", pad=20)
 
     from matplotlib.patches import Patch
 
