@@ -4,6 +4,8 @@ that client 2 (a straggler in round 3) misses, and client 1 going offline in rou
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -136,9 +138,18 @@ def write_fake_run(run_dir: Path, *, summary: bool = True, traffic: bool = True)
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The report of the fake run, rendered once through the CLI glue: (report.md, stdout)."""
     run_dir = write_fake_run(tmp_path_factory.mktemp("report") / "run")
-    return make_report(run_dir)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert report_command(SimpleNamespace(run_dir=str(run_dir))) == 0
+    return run_dir / "report.md", out.getvalue()
+
+
+@pytest.fixture()
+def report(rendered: tuple[Path, str]) -> Path:
+    return rendered[0]
 
 
 def _is_drawn(png: Path) -> None:
@@ -177,19 +188,22 @@ def test_html_is_self_contained(report: Path) -> None:
 
 
 def test_torn_last_lines_are_ignored(tmp_path: Path) -> None:
-    run_dir = write_fake_run(tmp_path / "run", summary=False)
+    run_dir = write_fake_run(tmp_path / "run")
     for name in ("metrics.jsonl", "traffic.jsonl"):
         with open(run_dir / name, "a") as fh:
             fh.write('{"round": 6, "sim_ti')
-    assert len(load_run(run_dir).metrics) == 5
+    run = load_run(run_dir)
+    assert len(run.metrics) == 5 and len(run.traffic) == 30
+
+
+def test_unfinished_run_without_traffic_log(tmp_path: Path) -> None:
+    run_dir = write_fake_run(tmp_path / "run", summary=False, traffic=False)
+    with open(run_dir / "metrics.jsonl", "a") as fh:
+        fh.write('{"round": 6, "sim_ti')
     text = make_report(run_dir).read_text()
     assert "No summary.json" in text and "| rounds | 5 |" in text
     assert "| best test accuracy | 79.00% (round 5) |" in text
-
-
-def test_run_without_traffic_log_still_reports(tmp_path: Path) -> None:
-    md = make_report(write_fake_run(tmp_path / "run", traffic=False))
-    names = {p.name for p in (md.parent / "plots").glob("*.png")}
+    names = {p.name for p in (run_dir / "plots").glob("*.png")}
     assert "client_timeline.png" not in names and "accuracy_vs_time.png" in names
 
 
@@ -205,7 +219,6 @@ def test_not_a_run_directory(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
 
 
-def test_report_command_says_where(report: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert report_command(SimpleNamespace(run_dir=str(report.parent))) == 0
-    out = capsys.readouterr().out
-    assert str(report) in out and "report.html" in out
+def test_report_command_says_where(rendered: tuple[Path, str]) -> None:
+    md, out = rendered
+    assert str(md) in out and str(md.with_suffix(".html")) in out and "(7 figures)" in out
