@@ -57,16 +57,16 @@ def per_value(values: np.ndarray, a: int, b: int, length: int):
 
 
 def _dither_codes(t: np.ndarray, rng: np.random.Generator, levels: int, dtype) -> np.ndarray:
-    """floor(t + u), u ~ U[0, 1), clipped to levels; t holds (x - lo) / step, t >= 0.
+    """floor(t + u), u ~ U[0, 1), clipped to levels; t holds (x - lo) / step >= 0, already
+    multiplied by 2**16 when levels < 128 (see _fixed_point).
 
     For levels < 128 the uniform comes from 16 random bits added in fixed point
     (t * 2**16 stays below 2**23, exact in float32): unbiased to within 2**-16 steps,
     and four values per 64-bit draw of the generator.
     """
     m = t.size
-    if levels < 128:
+    if _fixed_point(levels):
         r = rng.bit_generator.random_raw(-(-m // 4)).view(np.uint16)[:m]
-        t *= _TWO16
         np.add(t, r, out=t, casting="unsafe")
         t *= _INV_TWO16
     else:
@@ -74,6 +74,10 @@ def _dither_codes(t: np.ndarray, rng: np.random.Generator, levels: int, dtype) -
     codes = t.astype(dtype)
     np.minimum(codes, levels, out=codes)
     return codes
+
+
+def _fixed_point(levels: int) -> bool:
+    return levels < 128
 
 
 def quantize_uniform(
@@ -100,6 +104,8 @@ def quantize_uniform(
     # a subnormal step would overflow 1/step; the smallest normal float32 is fine-grained enough
     step = np.where(span > 0, np.maximum(step, np.finfo(np.float32).tiny), step).astype(np.float32)
     inv = np.divide(1.0, step, out=np.zeros(groups, np.float32), where=step > 0)
+    if stochastic and _fixed_point(levels):
+        inv *= _TWO16  # exact: a power of two
     # Deterministic rounding: floor((x - lo) / step + 1/2) = floor((x - (lo - step/2)) / step),
     # one operation fewer. lo - step/2 rounds to float32 with an error of |lo| * 2**-24,
     # negligible against the step when |lo| <= 1024 steps (else keep the exact form).
@@ -148,11 +154,20 @@ def dequantize_uniform(
 
 def _dequantize_into(out, packed, lo, step, bits, length) -> None:
     n = out.size
+    nibbles = np.empty(min(n, CHUNK) + 1, np.uint8) if bits == 4 else None
     for a in range(0, n, CHUNK):
         b = min(a + CHUNK, n)
-        codes = unpack_chunk(packed[a * bits // 8 : (b * bits + 7) // 8], bits, b - a)
+        src = packed[a * bits // 8 : (b * bits + 7) // 8]
+        if nibbles is not None:
+            codes = nibbles[: 2 * src.size]
+            np.bitwise_and(src, 15, out=codes[0::2])
+            np.right_shift(src, 4, out=codes[1::2])
+            codes = codes[: b - a]
+        else:
+            codes = unpack_chunk(src, bits, b - a)
         o = out[a:b]
-        np.multiply(codes, per_value(step, a, b, length), out=o, casting="unsafe")
+        np.copyto(o, codes, casting="unsafe")
+        o *= per_value(step, a, b, length)
         o += per_value(lo, a, b, length)
 
 
