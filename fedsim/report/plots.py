@@ -140,8 +140,14 @@ def bytes_per_round(run: Run) -> Figure | None:
 
     if len(rounds) <= 40:
         w = 0.4
-        ax.bar([r - w / 2 for r in rounds], scale(down), w, color=DOWN, label="down (models)")
-        ax.bar([r + w / 2 for r in rounds], scale(up), w, color=UP, label="up (updates)")
+        ax.bar(
+            [r - w / 2 for r in rounds],
+            scale(down),
+            w,
+            color=DOWN,
+            label="down (models, delivered)",
+        )
+        ax.bar([r + w / 2 for r in rounds], scale(up), w, color=UP, label="up (updates, delivered)")
         if any(wasted):
             ax.bar(
                 [r + w / 2 for r in rounds],
@@ -154,8 +160,10 @@ def bytes_per_round(run: Run) -> Figure | None:
                 label="up, dropped updates (not delivered)",
             )
     else:
-        ax.plot(rounds, scale(down), color=DOWN, label="down (models)", drawstyle="steps-mid")
-        ax.plot(rounds, scale(up), color=UP, label="up (updates)", drawstyle="steps-mid")
+        ax.plot(
+            rounds, scale(down), color=DOWN, label="down (models, delivered)", drawstyle="steps-mid"
+        )
+        ax.plot(rounds, scale(up), color=UP, label="up (updates, delivered)", drawstyle="steps-mid")
         if any(wasted):
             ax.plot(
                 rounds,
@@ -164,7 +172,7 @@ def bytes_per_round(run: Run) -> Figure | None:
                 label="up, dropped updates (not delivered)",
                 drawstyle="steps-mid",
             )
-    _style(ax, "Bytes on the wire per round (delivered)", "round", f"bytes ({unit})")
+    _style(ax, "Bytes on the wire per round", "round", f"bytes ({unit})")
     ax.xaxis.get_major_locator().set_params(integer=True)
     fig.legend(loc="outside lower center", ncol=3, fontsize=8)
     return fig
