@@ -199,6 +199,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedsim.report.report import report_command
+
+    return report_command(args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fedsim.report.compare import compare_command
+
+    return compare_command(args)
+
+
 def cmd_traffic(args: argparse.Namespace) -> int:
     from fedsim.report.traffic import traffic_command
 
@@ -281,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kind", choices=["model", "update", "control"], action="append")
     t.add_argument("--format", choices=["table", "csv", "json"], default="table")
     t.set_defaults(fn=cmd_traffic)
+
+    rp = sub.add_parser("report", help="plots/, report.md and report.html for a run directory")
+    rp.add_argument("run_dir")
+    rp.set_defaults(fn=cmd_report)
+
+    cp = sub.add_parser("compare", help="overlaid curves and time/bytes-to-target table for runs or experiments")
+    cp.add_argument("run_dirs", nargs="+")
+    cp.add_argument("--out", help="output folder (default <first run's parent>/compare)")
+    cp.add_argument("--target", type=float, help="target accuracy (default 0.95 x the lowest best accuracy)")
+    cp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    cp.set_defaults(fn=cmd_compare)
     return p
 
 
