@@ -7,7 +7,7 @@ population and server would do to round times before any training is run.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +55,13 @@ def dry_run(
     availability: Availability | None = None,
     accept_first: int | None = None,
     deadline_s: float | None = None,
+    between_rounds: Callable[[], object] | None = None,
 ) -> DryRunResult:
     """Simulate ``rounds`` synchronous rounds of every online client of a population.
 
     Byte sizes and FLOPs are drawn uniformly per client and round from the given ranges
-    (seeded); every round starts when the previous one ended.
+    (seeded); every round starts when the previous one ended. ``between_rounds`` is called
+    after each round, outside the timed part (the benchmark interleaves its reference).
     """
     devices = build_population(clients, mix, seed)
     model = NetworkModel(devices, server_up_bps, server_down_bps, availability, seed=seed)
@@ -83,6 +85,8 @@ def dry_run(
         selected += len(jobs)
         accepted += sum(tl.accepted for tl in timelines)
         dropped += sum(tl.dropped for tl in timelines)
+        if between_rounds is not None:
+            between_rounds()
     return DryRunResult(
         rounds=rounds,
         clients_per_round=selected / rounds if rounds else 0.0,

@@ -172,17 +172,37 @@ class SharedLink:
         conn.queue.append(msg)
         if conn.active:
             return  # it waits behind the messages already queued: no rate changes
-        self._advance()
+        now = self.env._now  # (simpy's clock; the property costs a call per read)
+        n = self.n_uncapped
+        if n:
+            self._v += self.level * (now - self._t)
+        self._t = now
         conn.active = True
-        conn.capped = False
-        conn.cls_epoch += 1
-        conn.epoch += 1
-        conn.key = self._v + msg.nbytes
-        self.n_uncapped += 1
-        heappush(self._fin_v, (conn.key, conn.order, conn.epoch, conn))
-        heappush(self._above, (conn.cap, conn.order, conn.cls_epoch, conn))
-        self._rebalance()
-        self._reschedule()
+        conn.cls_epoch = cls_epoch = conn.cls_epoch + 1
+        conn.epoch = epoch = conn.epoch + 1
+        cap = conn.cap
+        if cap * (n + 1) < (self.capacity - self.capped_sum) * (1.0 - _REL_TOL):
+            # Below the level it would get as one more uncapped flow: it is capped.
+            conn.capped = True
+            conn.key = t_fin = now + msg.nbytes / cap
+            self.n_capped += 1
+            self.capped_sum += cap
+            heappush(self._fin_t, (t_fin, conn.order, epoch, conn))
+            heappush(self._below, (-cap, conn.order, cls_epoch, conn))
+            self._rebalance()
+        else:
+            conn.capped = False
+            conn.key = key = self._v + msg.nbytes
+            self.n_uncapped = n + 1
+            heappush(self._fin_v, (key, conn.order, epoch, conn))
+            heappush(self._above, (cap, conn.order, cls_epoch, conn))
+            self._rebalance()
+            t_fin = now + msg.nbytes / self.level
+        # A new flow never speeds up the others, so only its own finish can be earlier
+        # than the wake-up already armed.
+        if t_fin < self._wake_at:
+            self._wake_at = t_fin
+            self.env.timeout(t_fin - now).callbacks.append(self._wake)
 
     def cancel(self, msg: Message) -> None:
         """Take a message off its connection; its unsent bytes free their share at once."""
@@ -205,7 +225,7 @@ class SharedLink:
     # -- the allocation ------------------------------------------------------------------
 
     def _advance(self) -> None:
-        now = self.env.now
+        now = self.env._now
         if self.n_uncapped:
             self._v += self.level * (now - self._t)
         self._t = now
@@ -247,7 +267,7 @@ class SharedLink:
         moves at most twice (whatever the changes since the last call).
         """
         below, above = self._below, self._above
-        now = self.env.now
+        now = self.env._now
         capacity = self.capacity
         while True:
             n = self.n_uncapped
@@ -292,7 +312,9 @@ class SharedLink:
 
     # -- time ----------------------------------------------------------------------------
 
-    def _next_finish(self) -> float:
+    def _reschedule(self) -> None:
+        """Arm a wake-up for the next finish unless an earlier one is already armed."""
+        now = self.env._now
         t = math.inf
         fin = self._fin_t
         while fin and fin[0][3].epoch != fin[0][2]:
@@ -303,19 +325,17 @@ class SharedLink:
         while fin and fin[0][3].epoch != fin[0][2]:
             heappop(fin)
         if fin:
-            t = min(t, self.env.now + (fin[0][0] - self._v) / self.level)
-        return t
-
-    def _reschedule(self) -> None:
-        t = self._next_finish()
+            tv = now + (fin[0][0] - self._v) / self.level
+            if tv < t:
+                t = tv
         if t < self._wake_at:
             # An earlier wake-up already pending stays valid: it finds nothing and re-arms.
             self._wake_at = t
-            delay = t - self.env.now
+            delay = t - now
             self.env.timeout(delay if delay > 0.0 else 0.0).callbacks.append(self._wake)
 
     def _wake(self, _event) -> None:
-        now = self.env.now
+        now = self.env._now
         tol = _TIME_TOL + 1e-15 * abs(now)
         if now < self._wake_at - tol:
             return  # superseded by an earlier wake-up, which re-armed for later
@@ -353,7 +373,7 @@ class SharedLink:
     def _finish_head(self, conn: _Conn, key: float, done: list[Message]) -> bool:
         """The head message is through; start the next from the exact boundary ``key``."""
         msg = conn.queue.popleft()
-        msg.t_transmitted = self.env.now
+        msg.t_transmitted = self.env._now
         done.append(msg)
         if conn.queue:
             if conn.capped:
@@ -473,8 +493,11 @@ class StarNetwork:
         if nbytes < 0:
             raise ValueError(f"message size must be >= 0 bytes, got {nbytes}")
         self.events += 1
-        msg = Message(device, direction, nbytes, self.env.now, on_delivered, tag)
-        self.links[direction].send(self.connection(device, direction), msg)
+        msg = Message(device, direction, nbytes, self.env._now, on_delivered, tag)
+        conn = self._conns.get(2 * device + direction)
+        if conn is None:
+            conn = self.connection(device, direction)
+        self.links[direction].send(conn, msg)
         return msg
 
     def cancel(self, msg: Message) -> None:
@@ -498,8 +521,10 @@ class StarNetwork:
             u = ((h >> 11) + 0.5) / 9007199254740992.0  # uniform in (0, 1)
             delay -= conn.jitter * math.log(u)  # exponential extra delay, mean ``jitter``
         conn.n_sent += 1
-        now = self.env.now
-        t = max(now + delay, conn.last_delivery)  # in order on the connection
+        now = self.env._now
+        t = now + delay
+        if t < conn.last_delivery:
+            t = conn.last_delivery  # in order on the connection
         conn.last_delivery = t
         msg.t_delivered = t
         self.env.timeout(t - now, msg).callbacks.append(self._deliver)
