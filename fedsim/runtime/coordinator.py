@@ -101,6 +101,7 @@ class Coordinator:
         sizes = [len(p) for p in runner.partitions]
 
         out = RunOutputs(self.out_dir)
+        net.write_devices(self.out_dir / "devices.json")
         resolved = dump_scenario(sc)
         write_text_atomic(self.out_dir / "scenario.toml", resolved)
         executor = make_executor(sc, lambda: runner, scenario_toml=resolved, on_event=out.event)

@@ -138,7 +138,9 @@ class InprocExecutor(Executor):
         self.ctx.term()
 
 
-def make_executor(scenario: Any, runner_factory: Any, *, scenario_toml: str, on_event: Any) -> Executor:
+def make_executor(
+    scenario: Any, runner_factory: Any, *, scenario_toml: str, on_event: Any
+) -> Executor:
     rt = scenario.runtime
     if rt.transport == "inproc":
         return InprocExecutor(runner_factory())

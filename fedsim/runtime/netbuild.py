@@ -1,56 +1,103 @@
-"""Build the network model for a scenario (devices, server links, availability)."""
+"""Build the network model for a scenario: device population, server links, availability."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import json
+from pathlib import Path
 from typing import Any
 
+from fedsim.errors import ScenarioError
+from fedsim.network.availability import AlwaysOn, MarkovOnOff, load_trace
+from fedsim.network.clock import ClientJob, NetworkModel
+from fedsim.network.devices import DeviceProfile, MixEntry, build_population
+from fedsim.runtime import seeding
 
-@dataclass(frozen=True)
-class _Timeline:
-    client_id: int
-    t_dispatch: float
-    t_down_start: float
-    t_down_end: float
-    t_compute_end: float
-    t_up_start: float
-    t_up_end: float
-    accepted: bool
-    dropped: bool
-    reason: str | None
+# scenario key -> DeviceProfile field
+_OVERRIDES = {
+    "up": "up_bps",
+    "down": "down_bps",
+    "rtt": "rtt_s",
+    "flops": "flops",
+    "loss": "loss",
+    "jitter": "jitter",
+}
 
 
-class _SimpleNetwork:
-    """Temporary: independent links, no sharing (replaced by fedsim.network.clock)."""
+class ScenarioNetwork:
+    """The coordinator's view: the network model plus per-client device lookups."""
 
-    def __init__(self, scenario: Any):
-        d = scenario.network.devices[0]
-        self.up = d.up or 20e6
-        self.down = d.down or 50e6
-        self.rtt = d.rtt if d.rtt is not None else 0.03
-        self.flops = d.flops or 5e9
-        self.n = scenario.clients.count
+    def __init__(self, model: NetworkModel):
+        self.model = model
 
-    def online_clients(self, t: float) -> list[int]:
-        return list(range(self.n))
+    @property
+    def devices(self) -> tuple[DeviceProfile, ...]:
+        return self.model.devices
 
-    def device(self, c: int):
-        return None
+    def device(self, c: int) -> DeviceProfile:
+        return self.model.devices[c]
 
     def device_flops(self, c: int) -> float:
-        return self.flops
+        return self.model.devices[c].flops
 
-    def run_sync_round(self, t0, jobs, *, accept_first=None, deadline_s=None):
-        tls = []
-        for c, down, comp, up in jobs:
-            td = t0 + self.rtt / 2 + down * 8 / self.down
-            tc = td + comp
-            tu = tc + self.rtt / 2 + up * 8 / self.up
-            tls.append(_Timeline(c, t0, t0, td, tc, tc, tu, True, False, None))
-        end = max((t.t_up_end for t in tls), default=t0)
-        return end if math.isfinite(end) else t0, tls
+    def online_clients(self, t: float) -> list[int]:
+        return self.model.online_clients(t)
+
+    def run_sync_round(self, t0: float, jobs, *, accept_first=None, deadline_s=None):
+        cj = [ClientJob(int(c), int(d), float(comp), int(u)) for c, d, comp, u in jobs]
+        return self.model.run_sync_round(t0, cj, accept_first=accept_first, deadline_s=deadline_s)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "client": i,
+                "profile": d.name,
+                "up_bps": d.up_bps,
+                "down_bps": d.down_bps,
+                "rtt_s": d.rtt_s,
+                "flops": d.flops,
+                "loss": d.loss,
+                "jitter": d.jitter,
+            }
+            for i, d in enumerate(self.model.devices)
+        ]
+
+    def write_devices(self, path: Path) -> None:
+        path.write_text(json.dumps({"devices": self.describe()}, indent=1) + "\n")
 
 
-def build_network(scenario: Any):
-    return _SimpleNetwork(scenario)
+def build_network(scenario: Any) -> ScenarioNetwork:
+    net = scenario.network
+    mix = []
+    for d in net.devices:
+        overrides = {_OVERRIDES[k]: getattr(d, k) for k in _OVERRIDES if getattr(d, k) is not None}
+        mix.append(MixEntry(profile=d.profile, share=d.share, overrides=overrides, spread=d.spread))
+    try:
+        devices = build_population(
+            scenario.clients.count, mix, seeding.rng_for(scenario.seed, seeding.NETWORK, 0, 0)
+        )
+    except (KeyError, ValueError) as e:
+        raise ScenarioError(str(e).strip("'\""), field="network.devices") from None
+    av = net.availability
+    if av.model == "always":
+        availability = AlwaysOn()
+    elif av.model == "markov":
+        availability = MarkovOnOff(
+            mean_on_s=av.mean_on,
+            mean_off_s=av.mean_off,
+            seed=seeding.derive_seed(scenario.seed, seeding.NETWORK, 1),
+        )
+    else:
+        try:
+            availability = load_trace(av.trace)
+        except (OSError, ValueError) as e:
+            raise ScenarioError(str(e), field="network.availability.trace") from None
+    model = NetworkModel(
+        devices,
+        net.server_up,
+        net.server_down,
+        availability,
+        seed=seeding.derive_seed(scenario.seed, seeding.NETWORK, 2),
+        bandwidth_factor=net.bandwidth_factor,
+        latency_factor=net.latency_factor,
+    )
+    return ScenarioNetwork(model)

@@ -52,7 +52,9 @@ def load_curve_keys(keys_dir: str | Path, role: str) -> tuple[bytes, bytes]:
 
     path = Path(keys_dir) / f"{role}.key_secret"
     if not path.exists():
-        raise RuntimeFailure(f"runtime.curve_keys: {path} not found (run `fedsim keys generate {keys_dir}`)")
+        raise RuntimeFailure(
+            f"runtime.curve_keys: {path} not found (run `fedsim keys generate {keys_dir}`)"
+        )
     public, secret = zmq.auth.load_certificate(str(path))
     return public, secret
 
@@ -138,7 +140,16 @@ class ZmqWorkerExecutor(Executor):
         self._bg = [asyncio.ensure_future(self._pump()), asyncio.ensure_future(self._watch())]
 
     def spawn_worker(self, index: int) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "fedsim", "worker", "--connect", self.bound, "--threads", str(self.threads)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fedsim",
+            "worker",
+            "--connect",
+            self.bound,
+            "--threads",
+            str(self.threads),
+        ]
         cmd += ["--heartbeat", str(self.heartbeat), "--timeout", str(self.timeout)]
         if self.keys_dir:
             cmd += ["--keys", str(self.keys_dir)]
@@ -159,7 +170,9 @@ class ZmqWorkerExecutor(Executor):
         if self.router is not None:
             for ident in list(self.workers):
                 try:
-                    self.router.send_multipart([ident, P.pack_envelope(P.SHUTDOWN)], flags=zmq.NOBLOCK)
+                    self.router.send_multipart(
+                        [ident, P.pack_envelope(P.SHUTDOWN)], flags=zmq.NOBLOCK
+                    )
                 except zmq.ZMQError:
                     pass
         deadline = time.monotonic() + 5
@@ -213,7 +226,9 @@ class ZmqWorkerExecutor(Executor):
                 continue
             task = self.pending.popleft()
             try:
-                self.router.send_multipart([w.ident, *P.task_frames(task)], copy=False, flags=zmq.NOBLOCK)
+                self.router.send_multipart(
+                    [w.ident, *P.task_frames(task)], copy=False, flags=zmq.NOBLOCK
+                )
             except zmq.ZMQError as e:
                 self.pending.appendleft(task)
                 self._lose(w, f"send failed: {e}")
@@ -227,7 +242,11 @@ class ZmqWorkerExecutor(Executor):
         if w.task is not None:
             self.pending.appendleft(w.task)
             self.on_event(
-                "redispatch", task=w.task.task_id, round=w.task.round, client=w.task.client_id, reason="worker_lost"
+                "redispatch",
+                task=w.task.task_id,
+                round=w.task.round,
+                client=w.task.client_id,
+                reason="worker_lost",
             )
         self._changed.set()
 
@@ -244,7 +263,9 @@ class ZmqWorkerExecutor(Executor):
                     self._lose(w, f"silent for {now - w.last_seen:.1f}s")
                 else:
                     try:
-                        await self.router.send_multipart([w.ident, P.pack_envelope(P.HEARTBEAT)], flags=zmq.NOBLOCK)
+                        await self.router.send_multipart(
+                            [w.ident, P.pack_envelope(P.HEARTBEAT)], flags=zmq.NOBLOCK
+                        )
                     except zmq.ZMQError:
                         pass
 
@@ -261,7 +282,9 @@ class ZmqWorkerExecutor(Executor):
                     w = WorkerInfo(ident, pid=env.get("pid"), host=str(env.get("host", "")))
                     self.workers[ident] = w
                     self.on_event("worker_joined", worker=ident.hex(), pid=w.pid, host=w.host)
-                    await self.router.send_multipart([ident, P.pack_envelope(P.SETUP, scenario=self.scenario_toml)])
+                    await self.router.send_multipart(
+                        [ident, P.pack_envelope(P.SETUP, scenario=self.scenario_toml)]
+                    )
                     continue
                 if w is None:
                     continue  # not (or no longer) one of ours: ignore
@@ -271,13 +294,19 @@ class ZmqWorkerExecutor(Executor):
                 elif kind == P.RESULT:
                     res = P.parse_result(bufs, env)
                     if w.task is None or res.task_id != w.task.task_id:
-                        raise WireError(f"result for task {res.task_id}, worker holds {w.task and w.task.task_id}")
+                        raise WireError(
+                            f"result for task {res.task_id}, worker holds {w.task and w.task.task_id}"
+                        )
                     unpack_message(res.update)  # validate before accepting
                     if res.state:
                         P.unpack_state(res.state)
                     self.results[res.task_id] = P.TaskResult(
-                        res.task_id, res.round, res.client_id, [bytes(b) for b in res.update],
-                        [bytes(b) for b in res.state], res.meta,
+                        res.task_id,
+                        res.round,
+                        res.client_id,
+                        [bytes(b) for b in res.update],
+                        [bytes(b) for b in res.state],
+                        res.meta,
                     )
                     w.state, w.task = "idle", None
                     w.tasks_done += 1
@@ -303,7 +332,10 @@ class ZmqWorkerExecutor(Executor):
                     else:
                         self.pending.appendleft(task)
                         self.on_event(
-                            "redispatch", task=task.task_id, round=task.round, client=task.client_id,
+                            "redispatch",
+                            task=task.task_id,
+                            round=task.round,
+                            client=task.client_id,
                             reason="corrupt_message",
                         )
                     w.state, w.task = "idle", None
@@ -335,7 +367,9 @@ async def worker_loop(
         server_pub, _ = load_curve_keys(keys_dir, "server")
         sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, server_pub
     sock.connect(endpoint)
-    await sock.send_multipart([P.pack_envelope(P.HELLO, pid=os.getpid(), host=socket.gethostname())])
+    await sock.send_multipart(
+        [P.pack_envelope(P.HELLO, pid=os.getpid(), host=socket.gethostname())]
+    )
     pool = ThreadPoolExecutor(max_workers=1)
     loop = asyncio.get_running_loop()
     runner: ClientRunner | None = None
@@ -355,7 +389,9 @@ async def worker_loop(
             try:
                 frames = await asyncio.wait_for(sock.recv_multipart(copy=False), timeout=heartbeat)
             except asyncio.TimeoutError:
-                if time.monotonic() - last_seen > 2 * timeout or (parent != 1 and os.getppid() == 1):
+                if time.monotonic() - last_seen > 2 * timeout or (
+                    parent != 1 and os.getppid() == 1
+                ):
                     return 3  # the coordinator is gone
                 continue
             last_seen = time.monotonic()
@@ -375,7 +411,11 @@ async def worker_loop(
                     result = await loop.run_in_executor(pool, runner.run, task)
                 except Exception as e:
                     await sock.send_multipart(
-                        [P.pack_envelope(P.ERROR, task=task.task_id, message=f"{type(e).__name__}: {e}")]
+                        [
+                            P.pack_envelope(
+                                P.ERROR, task=task.task_id, message=f"{type(e).__name__}: {e}"
+                            )
+                        ]
                     )
                     continue
                 frames = P.result_frames(result)
@@ -401,11 +441,15 @@ def _fault_injection() -> tuple[str, int] | None:
     return parts[0], int(parts[2])
 
 
-def run_worker(endpoint: str, *, keys_dir: str | None, threads: int, heartbeat: float, timeout: float) -> int:
+def run_worker(
+    endpoint: str, *, keys_dir: str | None, threads: int, heartbeat: float, timeout: float
+) -> int:
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     try:
         return asyncio.run(
-            worker_loop(endpoint, keys_dir=keys_dir, threads=threads, heartbeat=heartbeat, timeout=timeout)
+            worker_loop(
+                endpoint, keys_dir=keys_dir, threads=threads, heartbeat=heartbeat, timeout=timeout
+            )
         )
     except KeyboardInterrupt:
         return 130

@@ -84,9 +84,17 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
             f"transport {sc.runtime.transport!r} needs workers >= 1 (or runtime.endpoint for workers started by hand)",
         )
     if sc.runtime.endpoint and not sc.runtime.endpoint.startswith(f"{sc.runtime.transport}://"):
-        _fail(file, "runtime.endpoint", f"{sc.runtime.endpoint!r} does not match transport {sc.runtime.transport!r}")
+        _fail(
+            file,
+            "runtime.endpoint",
+            f"{sc.runtime.endpoint!r} does not match transport {sc.runtime.transport!r}",
+        )
     if sc.runtime.curve_keys:
         from pathlib import Path
 
         if not (Path(sc.runtime.curve_keys) / "server.key_secret").exists():
-            _fail(file, "runtime.curve_keys", f"{sc.runtime.curve_keys} has no server.key_secret (run fedsim keys generate)")
+            _fail(
+                file,
+                "runtime.curve_keys",
+                f"{sc.runtime.curve_keys} has no server.key_secret (run fedsim keys generate)",
+            )

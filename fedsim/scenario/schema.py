@@ -131,15 +131,22 @@ class NetworkCfg(Strict):
     server_up: Rate = Field(1e9, description="server incoming capacity (shared by uploads)")
     server_down: Rate = Field(1e9, description="server outgoing capacity (shared by downloads)")
     bandwidth_factor: float = Field(
-        1.0, gt=0, le=1, description="usable fraction of nominal bandwidth (SimGrid: 0.97)"
+        0.97,
+        gt=0,
+        le=1,
+        description="usable fraction of nominal bandwidth (SimGrid's validated 0.97)",
     )
     latency_factor: float = Field(
-        1.0, ge=1, description="latency multiplier for TCP slow start (SimGrid: 13.01)"
+        1.0,
+        ge=1,
+        description="latency multiplier for TCP slow start (SimGrid uses 13.01; see docs/network-model.md)",
     )
     devices: list[DeviceMix] = Field(
         default_factory=lambda: [DeviceMix()], min_length=1, description="device mix"
     )
-    availability: AvailabilityCfg = Field(default_factory=AvailabilityCfg)
+    availability: AvailabilityCfg = Field(
+        default_factory=AvailabilityCfg, description="when devices are online"
+    )
 
 
 class ServerCfg(Strict):
@@ -175,12 +182,21 @@ class RuntimeCfg(Strict):
     )
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N rounds (0 = off)")
     endpoint: str | None = Field(
-        None, description='address the coordinator binds, e.g. "tcp://0.0.0.0:5555" (default: private ipc path or random localhost port)'
+        None,
+        description='address the coordinator binds, e.g. "tcp://0.0.0.0:5555" (default: private ipc path or random localhost port)',
     )
-    heartbeat_interval: Duration = Field(1.0, description="seconds between heartbeats (workers and coordinator)")
-    worker_timeout: Duration = Field(10.0, description="a worker silent this long is lost; its work is re-run elsewhere")
-    worker_wait: Duration = Field(60.0, description="with no worker left, wait this long for one to join, then stop")
-    curve_keys: str | None = Field(None, description="folder from `fedsim keys generate`: CURVE-encrypt and authenticate tcp")
+    heartbeat_interval: Duration = Field(
+        1.0, description="seconds between heartbeats (workers and coordinator)"
+    )
+    worker_timeout: Duration = Field(
+        10.0, description="a worker silent this long is lost; its work is re-run elsewhere"
+    )
+    worker_wait: Duration = Field(
+        60.0, description="with no worker left, wait this long for one to join, then stop"
+    )
+    curve_keys: str | None = Field(
+        None, description="folder from `fedsim keys generate`: CURVE-encrypt and authenticate tcp"
+    )
 
 
 class Variant(BaseModel):
