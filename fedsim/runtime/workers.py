@@ -349,9 +349,9 @@ async def worker_loop(
     endpoint: str, *, keys_dir: str | None, threads: int, heartbeat: float, timeout: float
 ) -> int:
     import socket
-    import tomllib
     from concurrent.futures import ThreadPoolExecutor
 
+    import tomllib
     import torch
 
     from fedsim.runtime.client import ClientRunner

@@ -71,7 +71,7 @@ def test_outputs_contract(two_runs):
             "train_loss",
         ):
             assert k in m, k
-    assert all(b["sim_time"] > a["sim_time"] for a, b in zip(metrics, metrics[1:]))
+    assert all(b["sim_time"] > a["sim_time"] for a, b in zip(metrics, metrics[1:], strict=False))
     traffic = list(read_jsonl(out / "traffic.jsonl"))
     assert [t["seq"] for t in traffic] == list(range(len(traffic)))
     for t in traffic:

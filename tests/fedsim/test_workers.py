@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import zmq
-
 from fedsim.network.traffic import read_jsonl
 
 pytestmark = pytest.mark.multiprocess
