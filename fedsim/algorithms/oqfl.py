@@ -1,0 +1,164 @@
+"""OQFL (Kim & Hong, APNOMS 2020): quantizers learned by the task loss, inside FL.
+
+Every conv/linear layer gets a learnable weight step s (LSQ, Esser et al. 2020; see
+fedsim/models/quant.py): the forward pass uses Ŵ = s·clip(round(W/s), −Q_N, Q_P), the
+backward pass the straight-through estimator for W and LSQ's gradient for s. Inputs of every
+layer but the first are quantized too, with their own learnable step (`act_bits`, 0 = off).
+First and last layer at `first_last_bits` (8; 0 = same `bits` everywhere). Clients train W
+and the steps with cross-entropy; the server averages both (sample-weighted).
+
+The model is converted in place (`lsq_convert`): weight/bias names are unchanged and each
+layer adds `<layer>.w_step` and `<layer>.a_step`, so the steps travel as ordinary 1-element
+tensors of the payload. The server converts its model in `init_global` and the client in
+`local_train`; the coordinator evaluates the quantized model.
+
+Wire modes:
+- `latent` (the paper): fp32 W and steps both ways; the uplink carries Δ like FedAvg
+  (same bytes as FedAvg plus the steps).
+- `int`: each quantized weight goes up as its b-bit integer codes plus its fp32 step (a
+  `q<b>` record with lo = −Q_N·s and step s, decoded by the standard codec); biases and
+  steps fp32. The server averages the dequantized weights and projects them back onto the
+  averaged step's grid, so the downlink carries b-bit values too. The coordinator encodes
+  the whole downlink with one codec, so it is `q<max bits in use>` (exact for grid values
+  up to float rounding; biases at that many bits) until a per-tensor downlink lands.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from fedsim.algorithms.base import (
+    ClientContext,
+    ClientResult,
+    ClientUpdate,
+    Options,
+    RoundPlan,
+    State,
+    state_from_model,
+    weighted_mean,
+)
+from fedsim.algorithms.fedavg import FedAvg
+from fedsim.codecs.bitpack import code_dtype, pack_codes
+from fedsim.codecs.floats import Float32Codec
+from fedsim.codecs.wire import TensorRecord
+from fedsim.models.quant import lsq_bits, lsq_convert, signed_range
+
+
+class OQFLOptions(Options):
+    bits: int = Field(4, ge=2, le=16, description="weight (and activation) bits")
+    first_last_bits: int = Field(8, ge=0, le=16, description="first/last layer bits (0: = bits)")
+    act_bits: int | None = Field(
+        None, ge=0, le=16, description="bits of layer inputs (None: = bits, 0: not quantized)"
+    )
+    wire: Literal["latent", "int"] = Field("latent", description="latent fp32 W or int codes")
+    weighted: bool = Field(True, description="sample-weighted averaging")
+
+
+def int_record(name: str, w: np.ndarray, step: float, bits: int) -> TensorRecord:
+    """w's LSQ codes as a standard `q<bits>` record: lo = −Q_N·s, step s, codes k + Q_N."""
+    qn, qp = signed_range(bits)
+    s = np.float32(step) if step > 0 else np.float32(1e-12)
+    k = np.clip(np.rint(w.astype(np.float32).reshape(-1) / s), -qn, qp) + qn
+    packed = pack_codes(k.astype(code_dtype(bits)), bits)
+    scales = np.array([-qn * s, s], np.float32)
+    return TensorRecord(name, f"q{bits}", tuple(w.shape), {}, (packed, scales))
+
+
+def project(w: np.ndarray, step: float, bits: int) -> np.ndarray:
+    """w on its LSQ grid: s·clip(round(w/s), −Q_N, Q_P)."""
+    qn, qp = signed_range(bits)
+    if not step > 0:
+        return w
+    return (np.clip(np.rint(w / step), -qn, qp) * step).astype(np.float32)
+
+
+class OQFL(FedAvg):
+    name = "oqfl"
+    summary = "OQFL: LSQ learned-step quantization trained with the task loss (Kim & Hong 2020)"
+    Options = OQFLOptions
+
+    def convert(self, model: torch.nn.Module) -> dict[str, int]:
+        o = self.options
+        act = o.bits if o.act_bits is None else o.act_bits
+        return lsq_convert(model, o.bits, first_last_bits=o.first_last_bits or None, act_bits=act)
+
+    def layer_bits(self, model: torch.nn.Module | None = None) -> dict[str, int]:
+        return self._bits if model is None else lsq_bits(model)
+
+    # ---- server ------------------------------------------------------------------------
+    def init_global(self, model: torch.nn.Module) -> State:
+        self._bits = self.convert(model)
+        return state_from_model(model)
+
+    def configure_round(self, rnd: int, global_state: State) -> RoundPlan:
+        plan = super().configure_round(rnd, global_state)
+        if self.options.wire != "int":
+            return plan
+        return RoundPlan(plan.payload, f"q{max(self._bits.values())}", plan.uplink, plan.config)
+
+    def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
+        if not results:
+            return global_state
+        mean = weighted_mean(results, weighted=self.options.weighted)
+        if self.options.wire == "latent":
+            return {k: (global_state[k] + mean[k]).astype(np.float32) for k in global_state}
+        out = {k: mean[k].astype(np.float32) for k in global_state}
+        for layer, b in self._bits.items():
+            out[f"{layer}.weight"] = project(
+                out[f"{layer}.weight"], float(out[f"{layer}.w_step"][0]), b
+            )
+        return out
+
+    def after_aggregate(
+        self, rnd: int, global_state: State, results: list[ClientResult]
+    ) -> dict[str, Any]:
+        """Paper-style bits up (sum over clients) and down (one model) in the wire mode."""
+        n_up = len(results)
+        per_model = 0.0
+        for k, v in global_state.items():
+            layer = k[: -len(".weight")] if k.endswith(".weight") else None
+            if self.options.wire == "int" and layer in self._bits:
+                per_model += self._bits[layer] * v.size  # its step: the w_step tensor
+            else:
+                per_model += 32.0 * v.size
+        return {"paper_bits_up": per_model * n_up, "paper_bits_down_model": per_model}
+
+    # ---- client ------------------------------------------------------------------------
+    def local_train(self, ctx: ClientContext) -> ClientUpdate:
+        self.convert(ctx.model)  # no-op when the model is already converted (in process)
+        update = super().local_train(ctx)
+        if self.options.wire == "int":  # send the local model itself, not Δ
+            update.tensors = {
+                k: (v + ctx.global_state[k]).astype(np.float32) for k, v in update.tensors.items()
+            }
+        return update
+
+    def encode_update(
+        self,
+        ctx: ClientContext,
+        update: ClientUpdate,
+        spec: str,
+        rng: np.random.Generator,
+        codec_state: dict,
+    ) -> tuple[list, dict, dict[str, float]]:
+        if self.options.wire == "latent":
+            return super().encode_update(ctx, update, spec, rng, codec_state)
+        bits = lsq_bits(ctx.model)
+        fp32 = Float32Codec()
+        records = []
+        paper = 0.0
+        for name in sorted(update.tensors):
+            x = update.tensors[name]
+            layer = name[: -len(".weight")] if name.endswith(".weight") else None
+            if layer in bits:
+                step = float(update.tensors[f"{layer}.w_step"][0])
+                records.append(int_record(name, x, step, bits[layer]))
+                paper += bits[layer] * x.size  # its step travels as the w_step tensor
+            else:
+                records.append(fp32.encode(name, x, rng)[0])
+                paper += 32.0 * x.size
+        return records, {}, {"paper_bits": paper}

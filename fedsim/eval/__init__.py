@@ -1,0 +1,1 @@
+"""Evaluation beyond test accuracy: post-training quantization (``ptq.ptq_table``)."""

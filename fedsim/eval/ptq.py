@@ -1,0 +1,113 @@
+"""Post-training quantization (PTQ) of a trained model at several bit configurations.
+
+As in Gupta et al. (TMLR 2023, quantization-robust FL): weights symmetric min-max per
+output channel; activations (the input of every conv/linear layer) per tensor, their
+ranges calibrated on a few training batches of the full-precision model; "W3"/"W2" are
+weight-only. ``ptq_table(model, dataset, configs)`` -> {config: test accuracy}.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsim.models.quant import fake_quant_minmax, fake_quant_symmetric, quant_layers
+
+DEFAULT_CONFIGS = ("W8A8", "W6A6", "W4A8", "W4A4", "W3", "W2")
+_CONFIG = re.compile(r"W([0-9]+)(?:A([0-9]+))?")
+
+
+def parse_config(cfg: str) -> tuple[int, int | None]:
+    """ "W4A8" -> (4, 8); "W3" -> (3, None) (weights only)."""
+    m = _CONFIG.fullmatch(cfg.strip().upper())
+    if not m or not 1 <= int(m.group(1)) <= 32:
+        raise ValueError(f"bad PTQ config {cfg!r}: expected W<bits>[A<bits>], e.g. W4A8")
+    return int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+    return correct / max(len(y), 1)
+
+
+def calibrate(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> dict[str, tuple]:
+    """(min, max) of every conv/linear layer's input over the first calibration batches."""
+    ranges: dict[str, list[float]] = {}
+    hooks = []
+    for name, m in quant_layers(model):
+
+        def hook(mod, inputs, name=name):
+            v = inputs[0].detach()
+            lo, hi = float(v.min()), float(v.max())
+            r = ranges.setdefault(name, [lo, hi])
+            r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
+        hooks.append(m.register_forward_pre_hook(hook))
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b in range(batches):
+                xb = x[b * batch_size : (b + 1) * batch_size]
+                if len(xb):
+                    model(xb)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: tuple(v) for k, v in ranges.items()}
+
+
+def quantize_copy(
+    model: nn.Module, w_bits: int, a_bits: int | None, ranges: dict[str, tuple]
+) -> nn.Module:
+    """A copy of model with per-channel quantized weights and (if a_bits) input hooks."""
+    q = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, m in quant_layers(q):
+            m.weight.copy_(fake_quant_symmetric(m.weight, w_bits, per_channel=True))
+    if a_bits:
+        for name, m in quant_layers(q):
+            if name in ranges:
+                lo, hi = ranges[name]
+                m.register_forward_pre_hook(
+                    lambda mod, inp, lo=lo, hi=hi: (fake_quant_minmax(inp[0], lo, hi, a_bits),)
+                )
+    return q
+
+
+def ptq_table(
+    model: nn.Module,
+    dataset: Any,
+    configs: Sequence[str] = DEFAULT_CONFIGS,
+    *,
+    calib_batches: int = 4,
+    batch_size: int = 128,
+) -> dict[str, float]:
+    """{"fp32": acc, config: acc, ...} of model's PTQ versions on dataset's test split.
+
+    The model is not modified. Calibration uses the first `calib_batches` batches of the
+    training split (fixed order, so the table is deterministic)."""
+    x_test, y_test = _tensor(dataset.x_test), _tensor(dataset.y_test)
+    x_cal = _tensor(dataset.x_train[: calib_batches * batch_size])
+    out = {"fp32": accuracy(model, x_test, y_test)}
+    ranges = calibrate(model, x_cal, calib_batches, batch_size)
+    for cfg in configs:
+        wb, ab = parse_config(cfg)
+        out[cfg] = accuracy(quantize_copy(model, wb, ab, ranges), x_test, y_test)
+    return out
