@@ -11,10 +11,12 @@ deterministic for a seed.
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import simpy
@@ -486,14 +488,35 @@ class NetworkModel:
         is offline at ``t0`` or goes offline before its update has left is dropped
         ("offline").
         """
-        rnd = _SyncRound(self, float(t0), jobs, accept_first, deadline_s)
-        result = rnd.run()
-        self.events += rnd.events + rnd.net.events
+        with _young_gc_once():
+            rnd = _SyncRound(self, float(t0), jobs, accept_first, deadline_s)
+            result = rnd.run()
+            self.events += rnd.events + rnd.net.events
+            del rnd
         return result
 
     def async_session(self, t0: float = 0.0) -> AsyncSession:
         """Start an asynchronous (FedBuff-style) session at ``t0``; see :class:`AsyncSession`."""
         return AsyncSession(self, float(t0))
+
+
+@contextmanager
+def _young_gc_once() -> Iterator[None]:
+    """Run the cyclic GC once over the round's objects instead of every 700 allocations.
+
+    A round allocates tens of thousands of short-lived, cyclic objects (simpy events and
+    their callbacks); letting the collector trigger on them repeatedly costs 20-40 %. The
+    one young-generation pass at the end frees the round's garbage, so no cost is deferred.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect(0)
 
 
 def _float_key(t: float) -> int:

@@ -109,14 +109,11 @@ class _Conn:
         "key",
         "epoch",
         "cls_epoch",
-        "latency",
-        "jitter",
         "n_sent",
         "last_delivery",
-        "hash_base",
     )
 
-    def __init__(self, order: int, cap: float, latency: float, jitter: float):
+    def __init__(self, order: int, cap: float):
         self.order = order  # unique, deterministic tie-break in the heaps
         self.cap = cap  # bytes/s: device link x bandwidth factor, and the loss bound
         self.queue: deque[Message] = deque()
@@ -126,11 +123,8 @@ class _Conn:
         self.key = 0.0
         self.epoch = 0  # version of ``key`` (finish-heap entries)
         self.cls_epoch = 0  # version of the class (level-heap entries)
-        self.latency = latency
-        self.jitter = jitter
         self.n_sent = 0
         self.last_delivery = -math.inf
-        self.hash_base = 0  # jitter stream of this connection, see StarNetwork
 
 
 class SharedLink:
@@ -468,18 +462,17 @@ class StarNetwork:
         self.events = 0  # model events: sends, transmissions, deliveries
         self._conns: dict[int, _Conn] = {}
         self._hash_base = _mix(_mix(seed & _M64) ^ (stream & _M64))
+        self._latency = paths.latency
+        self._jitter = paths.jitter
 
     def connection(self, device: int, direction: int) -> _Conn:
         order = 2 * device + direction
         conn = self._conns.get(order)
         if conn is None:
-            p = self.paths
-            if not 0 <= device < len(p):
-                raise IndexError(f"no device {device} (population of {len(p)})")
-            conn = _Conn(order, p.caps[direction][device], p.latency[device], p.jitter[device])
-            if conn.jitter > 0.0:
-                conn.hash_base = _mix(self._hash_base ^ order)
-            self._conns[order] = conn
+            caps = self.paths.caps[direction]
+            if not 0 <= device < len(caps):
+                raise IndexError(f"no device {device} (population of {len(caps)})")
+            conn = self._conns[order] = _Conn(order, caps[device])
         return conn
 
     def send(
@@ -515,11 +508,15 @@ class StarNetwork:
     def _transmitted(self, msg: Message) -> None:
         self.events += 1
         conn = msg._conn
-        delay = conn.latency
-        if conn.jitter > 0.0:
-            h = _mix(conn.hash_base ^ conn.n_sent)
+        device = msg.device
+        delay = self._latency[device]
+        jitter = self._jitter[device]
+        if jitter > 0.0:
+            # One splitmix64 of (stream hash, connection, message number): a draw that does
+            # not depend on the order of unrelated events.
+            h = _mix(self._hash_base ^ (conn.order << 24) ^ conn.n_sent)
             u = ((h >> 11) + 0.5) / 9007199254740992.0  # uniform in (0, 1)
-            delay -= conn.jitter * math.log(u)  # exponential extra delay, mean ``jitter``
+            delay -= jitter * math.log(u)  # exponential extra delay, mean ``jitter``
         conn.n_sent += 1
         now = self.env._now
         t = now + delay
