@@ -1,0 +1,216 @@
+"""FedDIP: schedules, ERK, staircase λ, nested (faithful) vs regrowing masks, error
+feedback mass conservation, and a short end-to-end run through the CLI."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from fedsim.codecs.pipeline import decode_tensors
+
+from fedsim.algorithms.base import ClientResult, ClientUpdate
+from fedsim.algorithms.feddip import (
+    FedDIP,
+    FedDIPOptions,
+    erk_densities,
+    global_magnitude_mask,
+    is_prunable,
+    sparsity_at,
+    staircase_lambda,
+)
+from fedsim.cli import main
+
+
+def algo(mode: str, rounds: int = 10, **kw) -> FedDIP:
+    sc = SimpleNamespace(rounds=rounds, train=SimpleNamespace(lr=0.1))
+    return FedDIP(sc, FedDIPOptions(mode=mode, **kw))
+
+
+def test_schedule_matches_paper_points():
+    s = [sparsity_at(t, 1000, 0.5, 0.95) for t in (0, 100, 500, 999, 1000)]
+    assert s[0] == pytest.approx(0.5)
+    assert s[1] == pytest.approx(0.62, abs=0.005)
+    assert s[2] == pytest.approx(0.89, abs=0.005)
+    assert s[3] == pytest.approx(0.95, abs=1e-6)
+    assert s[4] == pytest.approx(0.95)
+    assert all(a <= b for a, b in zip(s[:-1], s[1:], strict=True))
+
+
+def test_erk_densities_follow_sum_over_prod():
+    shapes = {"conv1": (32, 1, 5, 5), "conv2": (64, 32, 5, 5), "fc1": (512, 3136), "fc2": (10, 512)}
+    d = erk_densities(shapes, 0.02)
+    n = {k: np.prod(s) for k, s in shapes.items()}
+    assert sum(d[k] * n[k] for k in shapes) == pytest.approx(0.02 * sum(n.values()), rel=1e-9)
+    # below the cap, density / (sum(shape)/prod(shape)) is one constant
+    ratios = {k: d[k] / (sum(s) / n[k]) for k, s in shapes.items() if d[k] < 1.0}
+    assert len(ratios) == 4
+    vals = list(ratios.values())
+    assert max(vals) == pytest.approx(min(vals), rel=1e-9)
+    # layers that would exceed 1 are dense, and the budget still holds
+    d = erk_densities(shapes, 0.5)
+    assert d["conv1"] == 1.0
+    assert sum(d[k] * n[k] for k in shapes) == pytest.approx(0.5 * sum(n.values()), rel=1e-9)
+    assert all(0 < v <= 1 for v in d.values())
+
+
+def test_staircase_lambda():
+    lams = [staircase_lambda(t, 1000) for t in range(1000)]
+    steps = sorted(set(lams))
+    assert len(steps) == 20
+    assert lams[0] == 0.0 and lams[49] == 0.0
+    assert lams[50] == pytest.approx(5e-4)
+    assert lams[999] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(lams[:-1], lams[1:], strict=True))
+    assert all(5e-4 <= x <= 1e-3 for x in steps[1:])
+
+
+def test_prunable_names():
+    assert is_prunable("features.3.weight", (64, 32, 5, 5))
+    assert is_prunable("classifier.1.weight", (512, 3136))
+    assert not is_prunable("features.3.bias", (64,))
+    assert not is_prunable("bn1.weight", (64,))
+    assert not is_prunable("layer2.0.shortcut.0.weight", (128, 64, 1, 1))
+
+
+def results_from(rng, shapes, scale=None):
+    out = []
+    for c in range(3):
+        t = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+        if scale is not None:
+            t = {k: v * scale.get(k, 1.0) for k, v in t.items()}
+        out.append(ClientResult(c, t, 10 + c, 0.0, {"values_up": 1.0}))
+    return out
+
+
+SHAPES = {"a.weight": (20, 30), "b.weight": (10, 40), "b.bias": (10,)}
+
+
+def test_faithful_masks_nested_and_regrow_returns():
+    rng = np.random.default_rng(0)
+    for mode in ("faithful", "regrow"):
+        a = algo(mode, rounds=8, prune_every=2)
+        g = {k: np.zeros(s, np.float32) for k, s in SHAPES.items()}
+        masks, regrown = [], 0
+        for rnd in range(1, 9):
+            # each round, a different random half of the weights is large
+            scale = {"a.weight": np.where(rng.random(SHAPES["a.weight"]) < 0.5, 10.0, 1.0)}
+            g = a.aggregate(rnd, g, results_from(rng, SHAPES, scale))
+            row = a.after_aggregate(rnd, g, results_from(rng, SHAPES))
+            masks.append({k: v.copy() for k, v in a.mask.items()})
+            if mode == "regrow" or rnd == 1 or rnd % 2 == 0:  # faithful: prune rounds only
+                assert row["sparsity"] == pytest.approx(a.target(rnd), abs=2e-3)
+            else:
+                assert row["sparsity"] <= a.target(rnd)
+            assert np.count_nonzero(g["b.bias"]) == 10  # biases stay dense
+            regrown += row.get("mask_regrown", 0)
+        for old, new in zip(masks[:-1], masks[1:], strict=True):
+            nested = all(not (new[k] & ~old[k]).any() for k in new)
+            if mode == "faithful":
+                assert nested
+        if mode == "regrow":
+            assert regrown > 0
+
+
+def test_global_magnitude_mask_keeps_largest():
+    t = {"x": np.array([[0.1, -5.0], [3.0, 0.2]], np.float32), "y": np.array([[-4.0, 0.0]])}
+    m = global_magnitude_mask(t, 0.5)
+    assert m["x"].tolist() == [[False, True], [True, False]] and m["y"].tolist() == [[True, False]]
+    m = global_magnitude_mask(t, 0.5, {"x": np.ones((2, 2), bool), "y": np.zeros((1, 2), bool)})
+    assert m["y"].sum() == 0 and m["x"].sum() == 3
+
+
+def ctx_for(config, masks=None):
+    return SimpleNamespace(config=config, cache={"masks": masks or {}}, round=3)
+
+
+def test_regrow_error_feedback_conserves_mass():
+    a = algo("regrow")
+    rng = np.random.default_rng(1)
+    local = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    old = {
+        k: {"residual": rng.standard_normal(s).astype(np.float32)}
+        for k, s in SHAPES.items()
+        if k.endswith("weight")
+    }
+    upd = ClientUpdate(tensors=local, num_samples=5, train_loss=0.0)
+    records, state, metrics = a.encode_update(ctx_for({"s_upload": 0.9}), upd, "feddip", rng, old)
+    sent = decode_tensors(records)
+    kept = 0
+    for k in SHAPES:
+        if k in old:
+            np.testing.assert_allclose(
+                sent[k] + state[k]["residual"], local[k] + old[k]["residual"], atol=1e-6
+            )
+            kept += np.count_nonzero(sent[k])
+            # sent and residual have disjoint supports
+            assert not ((sent[k] != 0) & (state[k]["residual"] != 0)).any()
+        else:
+            np.testing.assert_array_equal(sent[k], local[k])  # dense, no residual
+            assert k not in state
+    n = sum(np.prod(s) for k, s in SHAPES.items() if k in old)
+    assert kept == round(0.1 * n)
+    assert metrics["values_up"] == kept + 10
+
+
+def test_faithful_upload_is_masked_weights():
+    a = algo("faithful")
+    rng = np.random.default_rng(2)
+    local = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    masks = {k: torch.from_numpy(rng.random(s) < 0.2) for k, s in SHAPES.items() if len(s) == 2}
+    upd = ClientUpdate(tensors=local, num_samples=5, train_loss=0.0)
+    records, state, _ = a.encode_update(ctx_for({}, masks), upd, "feddip", rng, {})
+    sent = decode_tensors(records)
+    assert state == {}
+    for k, m in masks.items():
+        np.testing.assert_array_equal(sent[k], np.where(m.numpy(), local[k], 0))
+    kinds = {r.params.get("mask") for r in records if r.name in masks}
+    assert kinds <= {"index", "bitmap", "golomb"}
+
+
+SMALL = """
+name = "fd"
+seed = 1
+rounds = 4
+[data]
+dataset = "mnist5k"
+partition = "dirichlet"
+alpha = 0.5
+min_size = 20
+[model]
+name = "cnn"
+args = {{ channels = [4, 8], hidden = 32 }}
+[clients]
+count = 6
+per_round = 2
+[train]
+local_steps = 4
+batch_size = 20
+lr = 0.05
+[algorithm]
+name = "feddip"
+mode = "{mode}"
+target_sparsity = 0.9
+prune_every = 2
+[eval]
+every = 2
+"""
+
+
+@pytest.mark.parametrize("mode", ["regrow", "faithful"])
+def test_end_to_end_sparse_both_ways(tmp_path, mode):
+    scen = tmp_path / "s.toml"
+    scen.write_text(SMALL.format(mode=mode))
+    out = tmp_path / "out"
+    assert main(["run", str(scen), "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert rows[-1]["test_accuracy"] is not None
+    # from round 2 on the model goes down sparse and updates come up sparse
+    dense = rows[0]["bytes_down"] / rows[0]["aggregated"]
+    for r in rows[1:]:
+        assert r["bytes_down"] / r["aggregated"] < 0.6 * dense
+        assert r["bytes_up"] / r["aggregated"] < 0.6 * dense
+        assert r["down_bytes_exact"] <= r["down_bytes_runtime"]
+    if mode == "faithful":
+        assert all(r.get("mask_nested", True) for r in rows)
