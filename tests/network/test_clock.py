@@ -265,3 +265,9 @@ def test_network_model_defaults():
     m = NetworkModel([CATALOG["phone-4g"]], 1e9, 1e9, seed=0)
     assert isinstance(m.availability, AlwaysOn)
     assert m.paths.bandwidth_factor == 0.97 and m.paths.latency_factor == 1.0
+
+
+def test_an_update_arriving_exactly_at_the_deadline_counts():
+    m = model([prof(rtt=0.0)], server_up=10, server_down=10)
+    end, (tl,) = m.run_sync_round(0.0, [job(0, compute=0.0)], deadline_s=2.0)
+    assert tl.t_up_end == 2.0 and tl.accepted and end == 2.0
