@@ -293,12 +293,13 @@ class _SyncRound(_Trips):
         raise AssertionError("sync round without up_bytes")
 
     def _deadline(self, _event) -> None:
-        # Re-queue once so updates arriving exactly at the deadline (already scheduled) count.
-        later = self.env.event()
-        later.callbacks.append(self._cut_at_deadline)
-        later.succeed()
-
-    def _cut_at_deadline(self, _event) -> None:
+        # Updates arriving exactly at the deadline count: let every other event at this
+        # instant (including those it schedules with zero delay) go first.
+        if self.env.peek() <= self.env.now:
+            later = self.env.event()
+            later.callbacks.append(self._deadline)
+            later.succeed()
+            return
         for trip in self.trips:
             if not trip.done:
                 self._drop(trip, "deadline")
