@@ -183,14 +183,18 @@ class SharedLink:
             self.capped_sum += cap
             heappush(self._fin_t, (t_fin, conn.order, epoch, conn))
             heappush(self._below, (-cap, conn.order, cls_epoch, conn))
-            self._rebalance()
+            if n or self.capped_sum > self.capacity:
+                self._rebalance()  # λ fell: capped flows near it may have to join λ
         else:
             conn.capped = False
             conn.key = key = self._v + msg.nbytes
             self.n_uncapped = n + 1
             heappush(self._fin_v, (key, conn.order, epoch, conn))
             heappush(self._above, (cap, conn.order, cls_epoch, conn))
-            self._rebalance()
+            if self.n_capped:
+                self._rebalance()
+            else:  # nothing can cross: λ only fell, and every uncapped cap is above it
+                self.level = (self.capacity - self.capped_sum) / (n + 1)
             t_fin = now + msg.nbytes / self.level
         # A new flow never speeds up the others, so only its own finish can be earlier
         # than the wake-up already armed.
@@ -499,6 +503,20 @@ class StarNetwork:
             return
         self.links[msg.direction].cancel(msg)
         msg.cancelled = True
+
+    def close(self) -> None:
+        """Drop all state (and the reference cycles through it); the network is unusable after."""
+        for conn in self._conns.values():
+            for msg in conn.queue:
+                msg._conn = None
+            conn.queue.clear()
+        self._conns.clear()
+        for link in self.links:
+            link.on_transmitted = None
+            link._below.clear()
+            link._above.clear()
+            link._fin_t.clear()
+            link._fin_v.clear()
 
     def rate(self, msg: Message) -> float:
         """Current sending rate of the connection carrying ``msg`` (bytes/s)."""

@@ -271,3 +271,14 @@ def test_an_update_arriving_exactly_at_the_deadline_counts():
     m = model([prof(rtt=0.0)], server_up=10, server_down=10)
     end, (tl,) = m.run_sync_round(0.0, [job(0, compute=0.0)], deadline_s=2.0)
     assert tl.t_up_end == 2.0 and tl.accepted and end == 2.0
+
+
+def test_a_round_frees_itself_without_the_cyclic_gc():
+    import gc
+
+    devices = build_population(200, [{"profile": "phone-4g", "share": 1.0, "spread": 0.3}], 0)
+    m = NetworkModel(devices, 1e8, 1e8, seed=0)
+    jobs = [ClientJob(i, 100_000, 1.0, 50_000) for i in range(200)]
+    gc.collect()
+    m.run_sync_round(0.0, jobs, accept_first=150)
+    assert gc.collect() < 20  # only simpy's Environment itself (a handful of objects)
