@@ -190,6 +190,8 @@ class _Trips:
 
     def _uploaded(self, msg: Message) -> None:
         trip = msg.tag
+        if trip.done:
+            return
         trip.t_up_end = self.env.now
         trip.done = True
         self._arrived(trip)

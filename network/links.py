@@ -74,6 +74,7 @@ class Message:
         "t_send",
         "t_transmitted",
         "t_delivered",
+        "delivered",
         "cancelled",
         "on_delivered",
         "tag",
@@ -86,7 +87,8 @@ class Message:
         self.nbytes = nbytes
         self.t_send = t_send
         self.t_transmitted: float | None = None  # last byte left the sender
-        self.t_delivered: float | None = None  # last byte reached the receiver
+        self.t_delivered: float | None = None  # when the last byte reaches the receiver
+        self.delivered = False  # ... and that moment has been simulated
         self.cancelled = False
         self.on_delivered: Callable[[Message], Any] | None = on_delivered
         self.tag = tag
@@ -499,7 +501,7 @@ class StarNetwork:
 
     def cancel(self, msg: Message) -> None:
         """Drop a message: unsent bytes stop competing; if in flight, it is never delivered."""
-        if msg.cancelled or msg.t_delivered is not None and msg.t_delivered <= self.env.now:
+        if msg.cancelled or msg.delivered:
             return
         self.links[msg.direction].cancel(msg)
         msg.cancelled = True
@@ -548,6 +550,7 @@ class StarNetwork:
         msg = event._value
         if msg.cancelled:
             return
+        msg.delivered = True
         self.events += 1
         if msg.on_delivered is not None:
             msg.on_delivered(msg)

@@ -282,3 +282,10 @@ def test_a_round_frees_itself_without_the_cyclic_gc():
     gc.collect()
     m.run_sync_round(0.0, jobs, accept_first=150)
     assert gc.collect() < 20  # only simpy's Environment itself (a handful of objects)
+
+
+def test_simultaneous_arrivals_beyond_the_quorum_are_stragglers():
+    m = model([prof()] * 3)
+    end, tls = m.run_sync_round(0.0, [job(i) for i in range(3)], accept_first=1)
+    assert [tl.reason for tl in tls] == [None, "straggler", "straggler"]
+    assert tls[1].t_dropped == end == tls[0].t_up_end
