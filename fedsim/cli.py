@@ -7,6 +7,7 @@ the field and the problem; never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import sys
 import time
@@ -40,11 +41,13 @@ def _check_out_dir(out: Path, force: bool) -> None:
         raise UsageError(f"--out {out}: directory is not empty (pass --force to overwrite it)")
 
 
-def _progress_runner(scenario: Any, out: Path, quiet: bool, label: str = "") -> dict:
+def _progress_runner(
+    scenario: Any, out: Path, quiet: bool, label: str = "", resume: bool = False
+) -> dict:
     from fedsim.runtime.coordinator import Coordinator
 
     if quiet:
-        return Coordinator(scenario, out).run()
+        return Coordinator(scenario, out, resume=resume).run()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -68,7 +71,7 @@ def _progress_runner(scenario: Any, out: Path, quiet: bool, label: str = "") -> 
             )
             bar.update(task, completed=row["round"], info=info)
 
-        return Coordinator(scenario, out, progress=update).run()
+        return Coordinator(scenario, out, progress=update, resume=resume).run()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -87,9 +90,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     _validate_deep(scenario, args.scenario)
     if args.out:
         out = Path(args.out)
+    elif args.resume:
+        raise UsageError("--resume needs --out DIR (the run directory to continue)")
     else:
         out = Path("runs") / f"{Path(args.scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _check_out_dir(out, args.force)
+    if not args.resume:
+        _check_out_dir(out, args.force)
+    elif scenario.runtime.checkpoint_every == 0 and not scenario.variants:
+        raise UsageError(
+            f"--resume: {args.scenario} has runtime.checkpoint_every = 0 (no checkpoints to resume from)"
+        )
 
     runs = (
         variant_scenarios(scenario, file=args.scenario) if scenario.variants else [("", scenario)]
@@ -107,7 +117,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _validate_deep(sc, args.scenario, variant=name)
         target = out / name if name else out
         with _data_errors_name(args.scenario):
-            summary = _progress_runner(sc, target, args.quiet, label=name or sc.name)
+            if args.resume:
+                _check_same_scenario(sc, target)
+            if args.resume and (target / "summary.json").exists():
+                summary = json.loads((target / "summary.json").read_text())  # finished already
+            else:
+                summary = _progress_runner(
+                    sc, target, args.quiet, label=name or sc.name, resume=args.resume
+                )
         summaries[name] = summary
         if not args.quiet or args.summary:
             acc = summary["best_accuracy"]
@@ -129,6 +146,17 @@ def _data_errors_name(file: str):
         yield
     except DataError as e:
         raise ScenarioError(str(e), file=file) from None
+
+
+def _check_same_scenario(scenario: Any, run_dir: Path) -> None:
+    from fedsim.scenario import dump_scenario
+
+    saved = run_dir / "scenario.toml"
+    if saved.exists() and saved.read_text() != dump_scenario(scenario):
+        raise UsageError(
+            f"--resume {run_dir}: a different scenario ran there (the resolved scenario differs from {saved}); "
+            "resume with the same file and overrides"
+        )
 
 
 def _validate_deep(scenario: Any, file: str, variant: str = "") -> None:
@@ -221,7 +249,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from fedsim.runtime.workers import run_worker
 
     return run_worker(
-        args.connect, keys_dir=args.keys, threads=args.threads, heartbeat=args.heartbeat, timeout=args.timeout
+        args.connect,
+        keys_dir=args.keys,
+        threads=args.threads,
+        heartbeat=args.heartbeat,
+        timeout=args.timeout,
     )
 
 
@@ -230,7 +262,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     for p in generate_keys(args.dir):
         print(p)
-    print(f'set runtime.curve_keys = "{args.dir}" on the coordinator; give workers --keys {args.dir}')
+    print(
+        f'set runtime.curve_keys = "{args.dir}" on the coordinator; give workers --keys {args.dir}'
+    )
     return 0
 
 
@@ -254,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int)
     r.add_argument("--variant", action="append", help="run only this variant (repeatable)")
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
+    r.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument(
         "--summary", action="store_true", help="print the one-line summary even with --quiet"
@@ -272,9 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_list)
 
     w = sub.add_parser("worker", help="run a worker process that trains clients for a coordinator")
-    w.add_argument("--connect", required=True, metavar="ENDPOINT", help="e.g. tcp://host:5555 or ipc:///path")
+    w.add_argument(
+        "--connect", required=True, metavar="ENDPOINT", help="e.g. tcp://host:5555 or ipc:///path"
+    )
     w.add_argument("--keys", help="CURVE key folder from `fedsim keys generate`")
-    w.add_argument("--threads", type=int, default=1, help="torch threads (must match the coordinator's)")
+    w.add_argument(
+        "--threads", type=int, default=1, help="torch threads (must match the coordinator's)"
+    )
     w.add_argument("--heartbeat", type=float, default=1.0)
     w.add_argument("--timeout", type=float, default=10.0)
     w.set_defaults(fn=cmd_worker)
@@ -298,10 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir")
     rp.set_defaults(fn=cmd_report)
 
-    cp = sub.add_parser("compare", help="overlaid curves and time/bytes-to-target table for runs or experiments")
+    cp = sub.add_parser(
+        "compare", help="overlaid curves and time/bytes-to-target table for runs or experiments"
+    )
     cp.add_argument("run_dirs", nargs="+")
     cp.add_argument("--out", help="output folder (default <first run's parent>/compare)")
-    cp.add_argument("--target", type=float, help="target accuracy (default 0.95 x the lowest best accuracy)")
+    cp.add_argument(
+        "--target", type=float, help="target accuracy (default 0.95 x the lowest best accuracy)"
+    )
     cp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     cp.set_defaults(fn=cmd_compare)
     return p

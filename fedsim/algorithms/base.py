@@ -147,6 +147,18 @@ class Algorithm:
         """Round-level metrics a method wants in metrics.jsonl (e.g. bits per round)."""
         return {}
 
+    def server_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Server-side state a method keeps between rounds, for checkpoints: (small
+        msgpack-able values, numpy arrays). Methods with such state override both."""
+        return {}, {}
+
+    def load_server_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def summary_extra(self, model: torch.nn.Module, dataset: Any) -> dict[str, Any]:
+        """Extra summary.json fields computed on the final global model (e.g. PTQ tables)."""
+        return {}
+
     def client_config(self, rnd: int, client_id: int, device: Any) -> dict[str, Any]:
         """Per-client settings for this round (e.g. an ODE iteration count from the device
         profile). Merged into the client's config; travels in the task envelope."""

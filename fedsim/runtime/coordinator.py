@@ -6,7 +6,12 @@ One synchronous round (DESIGN.md §2):
   -> encode the downlink payload once -> tasks to the executor -> real results
   -> network model: download, compute (FLOPs / device speed), upload, fair sharing
   -> accept arrivals -> decode accepted updates -> aggregate in client-id order
-  -> evaluate -> metrics.jsonl / traffic.jsonl rows.
+  -> evaluate -> metrics.jsonl / traffic.jsonl rows -> checkpoint.
+
+Asynchronous mode (FedBuff, Nguyen et al. AISTATS 2022) keeps `server.concurrency` clients
+in flight; the network model releases arrivals in simulated-time order, conservatively;
+every `server.buffer_size` arrivals the server applies the staleness-weighted mean update.
+Each aggregation is one "round" in metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch
 from fedsim.algorithms.base import ClientResult, load_state
 from fedsim.codecs.pipeline import decode_tensors, encode_tensors, parse_codec
 from fedsim.codecs.wire import pack_message, payload_bytes, unpack_message, wire_bytes
+from fedsim.errors import FedsimError
+from fedsim.runtime import checkpoint as ckpt
 from fedsim.runtime import seeding
 from fedsim.runtime.client import ClientRunner, readonly_tensor
 from fedsim.runtime.executors import make_executor
@@ -39,6 +46,9 @@ from fedsim.runtime.outputs import (
 from fedsim.runtime.protocol import Task, pack_state
 from fedsim.runtime.state import ClientStateStore
 from fedsim.scenario import dump_scenario
+
+LOGS = ("metrics.jsonl", "traffic.jsonl", "events.jsonl")
+IDLE_RETRY_S = 60.0  # with no client online, look again this much later (simulated)
 
 
 def samples_processed(n: int, batch: int, epochs: int, steps: int | None) -> int:
@@ -67,6 +77,15 @@ def evaluate(
     return correct / len(y), loss / len(y)
 
 
+def staleness_weight(kind: str, exponent: float, tau: int) -> float:
+    """FedBuff's staleness scaling: constant 1, polynomial (1+τ)^-a, or hinge."""
+    if kind == "constant":
+        return 1.0
+    if kind == "polynomial":
+        return float((1.0 + tau) ** -exponent)
+    return 1.0 if tau <= 10 else float(1.0 / (exponent * (tau - 10) + 1.0))  # hinge at b = 10
+
+
 class Coordinator:
     def __init__(
         self,
@@ -74,209 +93,408 @@ class Coordinator:
         out_dir: str | Path,
         *,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        resume: bool = False,
     ):
         self.scenario = scenario
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.resume = resume
 
     def run(self) -> dict[str, Any]:
         return asyncio.run(self._run())
 
+    # ---- setup ----------------------------------------------------------------------------
+    def _setup(self) -> None:
+        sc = self.scenario
+        torch.set_num_threads(sc.runtime.torch_threads)
+        self.runner = runner = ClientRunner(
+            sc
+        )  # the coordinator's own copy: data, partitions, model
+        self.model = runner.model
+        self.algo = runner.algorithm
+        self.global_state = self.algo.init_global(self.model)
+        self.initial_full = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.n_params = int(sum(p.numel() for p in self.model.parameters()))
+        self.flop_model = FlopModel(
+            self.model, tuple(runner.dataset.input_shape), sc.train.batch_size
+        )
+        self.net = build_network(sc)
+        self.store = ClientStateStore()
+        self.x_test = readonly_tensor(runner.dataset.x_test)
+        self.y_test = readonly_tensor(runner.dataset.y_test)
+        self.sizes = [len(p) for p in runner.partitions]
+        self.resolved = dump_scenario(sc)
+        self.scen_hash = ckpt.scenario_hash(self.resolved)
+        self.state = ckpt.RunState()
+
+    def _restore(self) -> bool:
+        """Load the latest checkpoint of out_dir, if any; cut the logs back to it."""
+        path = ckpt.latest(self.out_dir / "checkpoints")
+        if path is None:
+            return False
+        state, global_state, clients, algo_arrays = ckpt.load(path, self.scen_hash)
+        self.state = state
+        self.global_state = global_state
+        for c, st in clients.items():
+            self.store.restore(c, st)
+        self.algo.load_server_state(state.algo_meta, algo_arrays)
+        ckpt.truncate_logs(self.out_dir, state.offsets)
+        ckpt.trim_torn_tail(self.out_dir / "events.jsonl")
+        return True
+
+    def _checkpoint(self, out: RunOutputs) -> None:
+        # events.jsonl is machinery history (crashes, resumes): kept whole, never cut back
+        self.state.offsets = {
+            "metrics.jsonl": out.metrics.tell(),
+            "traffic.jsonl": out.traffic_writer.tell(),
+        }
+        self.state.traffic_seq = out.traffic.seq
+        meta, arrays = self.algo.server_state()
+        self.state.algo_meta = meta
+        clients = {c: self.store.get(c) for c in self.store.clients()}
+        ckpt.save(
+            self.out_dir / "checkpoints",
+            self.state,
+            self.global_state,
+            clients,
+            arrays,
+            self.scen_hash,
+        )
+
+    # ---- the run --------------------------------------------------------------------------
     async def _run(self) -> dict[str, Any]:
         sc = self.scenario
         wall0 = time.perf_counter()
-        torch.set_num_threads(sc.runtime.torch_threads)
-        runner = ClientRunner(sc)  # the coordinator's own copy: data, partitions, model
-        self.runner = runner
-        model = runner.model
-        algo = runner.algorithm
-        global_state = algo.init_global(model)
-        initial_full = {k: v.clone() for k, v in model.state_dict().items()}
-        n_params = int(sum(p.numel() for p in model.parameters()))
-        flop_model = FlopModel(model, tuple(runner.dataset.input_shape), sc.train.batch_size)
-        net = build_network(sc)
-        store = ClientStateStore()
-        x_test = readonly_tensor(runner.dataset.x_test)
-        y_test = readonly_tensor(runner.dataset.y_test)
-        sizes = [len(p) for p in runner.partitions]
-
-        out = RunOutputs(self.out_dir)
-        net.write_devices(self.out_dir / "devices.json")
-        resolved = dump_scenario(sc)
-        write_text_atomic(self.out_dir / "scenario.toml", resolved)
-        executor = make_executor(sc, lambda: runner, scenario_toml=resolved, on_event=out.event)
-        await executor.start()
-        out.event("start", wall=time.time())
-
-        sim_time = 0.0
-        best_acc: float | None = None
-        final_acc: float | None = None
-        final_loss: float | None = None
-        totals = {"up": 0, "down": 0}
-        task_seq = 0
+        self._setup()
+        resumed = False
+        if self.resume:
+            resumed = self._restore()
+        if not resumed:
+            for name in (*LOGS, "summary.json"):
+                (self.out_dir / name).unlink(missing_ok=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        out = RunOutputs(self.out_dir, append=resumed)
+        out.traffic.seq = self.state.traffic_seq
+        self.net.write_devices(self.out_dir / "devices.json")
+        write_text_atomic(self.out_dir / "scenario.toml", self.resolved)
+        if resumed:
+            out.event("resume", round=self.state.round)
+        executor = make_executor(
+            sc, lambda: self.runner, scenario_toml=self.resolved, on_event=out.event
+        )
         try:
-            for rnd in range(1, sc.rounds + 1):
-                wall_r = time.perf_counter()
-                k = sc.clients.per_round
-                online = net.online_clients(sim_time)
-                m = min(len(online), math.ceil(k * sc.server.overcommit))
-                rng = seeding.rng_for(sc.seed, seeding.SELECT, rnd)
-                selected = (
-                    sorted(int(c) for c in rng.choice(online, size=m, replace=False)) if m else []
-                )
-
-                plan = algo.configure_round(rnd, global_state)
-                down_codec = parse_codec(plan.downlink)
-                down_rng = seeding.rng_for(sc.seed, seeding.DOWNLINK, rnd)
-                records, _ = encode_tensors(plan.payload, down_codec, down_rng, None)
-                meta = {
-                    "round": rnd,
-                    "config": plan.config,
-                    "uplink": plan.uplink,
-                    "downlink": plan.downlink,
-                }
-                down_frames = pack_message("model", meta, records)
-                down_wire, down_payload = wire_bytes(down_frames), payload_bytes(down_frames)
-
-                tasks = []
-                client_cfg = {}
-                for c in selected:
-                    client_cfg[c] = algo.client_config(rnd, c, net.device(c))
-                    meta_c = {"client_config": client_cfg[c]} if client_cfg[c] else {}
-                    tasks.append(
-                        Task(task_seq, rnd, c, down_frames, pack_state(store.get(c)), meta_c)
-                    )
-                    task_seq += 1
-                results = await executor.run(tasks)
-                by_client = {r.client_id: r for r in results.values()}
-
-                jobs = []
-                for c in selected:
-                    n_samp = samples_processed(
-                        sizes[c], sc.train.batch_size, sc.train.local_epochs, sc.train.local_steps
-                    )
-                    per_sample = algo.train_flops_per_sample(
-                        flop_model, {**plan.config, **client_cfg[c]}
-                    )
-                    compute_s = per_sample * n_samp / net.device_flops(c)
-                    jobs.append((c, down_wire, compute_s, wire_bytes(by_client[c].update)))
-                t_end, timelines = net.run_sync_round(
-                    sim_time,
-                    jobs,
-                    accept_first=k if sc.server.overcommit > 1.0 else None,
-                    deadline_s=sc.server.deadline,
-                )
-
-                accepted: list[ClientResult] = []
-                up_bytes = down_bytes = 0
-                dropped = 0
-                losses = []
-                for tl in sorted(timelines, key=lambda t: t.client_id):
-                    c = tl.client_id
-                    res = by_client[c]
-                    down_ok = tl.t_down_end is not None and math.isfinite(tl.t_down_end)
-                    out.traffic.message(
-                        round=rnd,
-                        kind="model",
-                        src="server",
-                        dst=f"client/{c}",
-                        client=c,
-                        codec=plan.downlink,
-                        payload_bytes=down_payload,
-                        wire_bytes=down_wire,
-                        t_send=tl.t_down_start,
-                        t_deliver=tl.t_down_end if down_ok else None,
-                        dropped=not down_ok,
-                        reason=None if down_ok else tl.reason,
-                    )
-                    if down_ok:
-                        down_bytes += down_wire
-                    up_w = wire_bytes(res.update)
-                    out.traffic.message(
-                        round=rnd,
-                        kind="update",
-                        src=f"client/{c}",
-                        dst="server",
-                        client=c,
-                        codec=plan.uplink,
-                        payload_bytes=payload_bytes(res.update),
-                        wire_bytes=up_w,
-                        t_send=tl.t_up_start,
-                        t_deliver=tl.t_up_end if tl.accepted else None,
-                        dropped=not tl.accepted,
-                        reason=None if tl.accepted else tl.reason,
-                        t_compute_end=tl.t_compute_end,
-                        **{k2: v for k2, v in res.meta.items() if k2.startswith("wall_")},
-                    )
-                    if not tl.accepted:
-                        dropped += 1
-                        continue
-                    up_bytes += up_w
-                    msg = unpack_message(res.update)
-                    accepted.append(
-                        ClientResult(
-                            client_id=c,
-                            tensors=decode_tensors(msg.tensors),
-                            num_samples=int(msg.meta["num_samples"]),
-                            train_loss=float(msg.meta["train_loss"]),
-                            metrics=dict(msg.meta.get("metrics") or {}),
-                        )
-                    )
-                    losses.append(float(msg.meta["train_loss"]))
-                    store.commit(c, res.state)
-
-                global_state = algo.aggregate(rnd, global_state, accepted)
-                extra = algo.after_aggregate(rnd, global_state, accepted)
-                sim_time = t_end
-                totals["up"] += up_bytes
-                totals["down"] += down_bytes
-
-                row: dict[str, Any] = {
-                    "round": rnd,
-                    "sim_time": sim_time,
-                    "selected": len(selected),
-                    "aggregated": len(accepted),
-                    "dropped": dropped,
-                    "bytes_up": up_bytes,
-                    "bytes_down": down_bytes,
-                    "train_loss": float(np.mean(losses)) if losses else None,
-                }
-                if rnd % sc.eval.every == 0 or rnd == sc.rounds:
-                    model.load_state_dict(initial_full)
-                    load_state(model, global_state)
-                    acc, loss = evaluate(model, x_test, y_test, sc.eval.batch_size)
-                    row["test_accuracy"], row["test_loss"] = acc, loss
-                    final_acc, final_loss = acc, loss
-                    best_acc = acc if best_acc is None else max(best_acc, acc)
-                row.update(extra)
-                row["wall_time"] = time.perf_counter() - wall_r
-                out.end_round(row)
-                if self.progress:
-                    self.progress(
-                        {**row, "bytes_up_total": totals["up"], "bytes_down_total": totals["down"]}
-                    )
+            await executor.start()
+            out.event("start")
+            if sc.server.mode == "async":
+                await self._run_async(executor, out)
+            else:
+                while self.state.round < sc.rounds:
+                    await self._sync_round(self.state.round + 1, executor, out)
+                    every = sc.runtime.checkpoint_every
+                    if every and (self.state.round % every == 0 or self.state.round == sc.rounds):
+                        self._checkpoint(out)
         finally:
             await executor.close()
 
-        model.load_state_dict(initial_full)
-        load_state(model, global_state)
+        st = self.state
+        self.model.load_state_dict(self.initial_full)
+        load_state(self.model, self.global_state)
         summary = {
             "scenario": sc.name,
             "seed": sc.seed,
             "rounds": sc.rounds,
-            "final_accuracy": final_acc,
-            "final_loss": final_loss,
-            "best_accuracy": best_acc,
-            "sim_time_total": sim_time,
+            "final_accuracy": st.final_acc,
+            "final_loss": st.final_loss,
+            "best_accuracy": st.best_acc,
+            "sim_time_total": st.sim_time,
             "wall_time_total": time.perf_counter() - wall0,
-            "bytes_up_total": totals["up"],
-            "bytes_down_total": totals["down"],
-            "model_params": n_params,
-            "model_sha256": model_sha256(model.state_dict()),
+            "bytes_up_total": st.bytes_up,
+            "bytes_down_total": st.bytes_down,
+            "model_params": self.n_params,
+            "model_sha256": model_sha256(self.model.state_dict()),
             "codec": {"uplink": sc.codec.uplink, "downlink": sc.codec.downlink},
+            "algorithm": sc.algorithm.name,
+            "mode": sc.server.mode,
+            "resumed": resumed,
             "versions": versions(),
         }
-        out.event("end", wall=time.time())
+        summary.update(self.algo.summary_extra(self.model, self.runner.dataset))
+        out.event("end")
         out.close()
         write_json_atomic(self.out_dir / "summary.json", summary)
         return summary
+
+    # ---- pieces shared by both modes ------------------------------------------------------------
+    def _encode_downlink(self, rnd: int) -> tuple[Any, list, int, int]:
+        plan = self.algo.configure_round(rnd, self.global_state)
+        down_rng = seeding.rng_for(self.scenario.seed, seeding.DOWNLINK, rnd)
+        records, _ = encode_tensors(plan.payload, parse_codec(plan.downlink), down_rng, None)
+        meta = {
+            "round": rnd,
+            "config": plan.config,
+            "uplink": plan.uplink,
+            "downlink": plan.downlink,
+        }
+        frames = pack_message("model", meta, records)
+        return plan, frames, wire_bytes(frames), payload_bytes(frames)
+
+    def _make_task(self, rnd: int, c: int, plan: Any, down_frames: list) -> tuple[Task, dict]:
+        cfg = self.algo.client_config(rnd, c, self.net.device(c))
+        meta = {"client_config": cfg} if cfg else {}
+        task = Task(self.state.task_seq, rnd, c, down_frames, pack_state(self.store.get(c)), meta)
+        self.state.task_seq += 1
+        return task, cfg
+
+    def _compute_s(self, c: int, plan: Any, cfg: dict) -> float:
+        t = self.scenario.train
+        n_samp = samples_processed(self.sizes[c], t.batch_size, t.local_epochs, t.local_steps)
+        per_sample = self.algo.train_flops_per_sample(self.flop_model, {**plan.config, **cfg})
+        return per_sample * n_samp / self.net.device_flops(c)
+
+    def _log_client(
+        self,
+        out: RunOutputs,
+        rnd: int,
+        tl: Any,
+        plan: Any,
+        down: tuple[int, int],
+        res: Any,
+        **extra: Any,
+    ) -> tuple[bool, int, int]:
+        """Traffic rows for one client's model and update; returns (accepted, down, up) bytes."""
+        c = tl.client_id
+        down_wire, down_payload = down
+        down_ok = tl.t_down_end is not None and math.isfinite(tl.t_down_end)
+        out.traffic.message(
+            round=rnd,
+            kind="model",
+            src="server",
+            dst=f"client/{c}",
+            client=c,
+            codec=plan.downlink,
+            payload_bytes=down_payload,
+            wire_bytes=down_wire,
+            t_send=tl.t_down_start,
+            t_deliver=tl.t_down_end if down_ok else None,
+            dropped=not down_ok,
+            reason=None if down_ok else tl.reason,
+        )
+        up_w = wire_bytes(res.update) if res is not None else 0
+        if res is not None:
+            out.traffic.message(
+                round=rnd,
+                kind="update",
+                src=f"client/{c}",
+                dst="server",
+                client=c,
+                codec=plan.uplink,
+                payload_bytes=payload_bytes(res.update),
+                wire_bytes=up_w,
+                t_send=tl.t_up_start,
+                t_deliver=tl.t_up_end if tl.accepted else None,
+                dropped=not tl.accepted,
+                reason=None if tl.accepted else tl.reason,
+                t_compute_end=tl.t_compute_end,
+                **extra,
+                **{k: v for k, v in res.meta.items() if k.startswith("wall_")},
+            )
+        return tl.accepted, down_wire if down_ok else 0, up_w if tl.accepted else 0
+
+    def _accept(self, c: int, res: Any, staleness: int = 0) -> ClientResult:
+        msg = unpack_message(res.update)
+        self.store.commit(c, res.state)
+        return ClientResult(
+            client_id=c,
+            tensors=decode_tensors(msg.tensors),
+            num_samples=int(msg.meta["num_samples"]),
+            train_loss=float(msg.meta["train_loss"]),
+            metrics=dict(msg.meta.get("metrics") or {}),
+            staleness=staleness,
+        )
+
+    def _finish_round(
+        self,
+        out: RunOutputs,
+        rnd: int,
+        row: dict[str, Any],
+        accepted: list[ClientResult],
+        wall_r: float,
+    ) -> None:
+        sc, st = self.scenario, self.state
+        extra = self.algo.after_aggregate(rnd, self.global_state, accepted)
+        losses = [r.train_loss for r in accepted]
+        row["train_loss"] = float(np.mean(losses)) if losses else None
+        if rnd % sc.eval.every == 0 or rnd == sc.rounds:
+            self.model.load_state_dict(self.initial_full)
+            load_state(self.model, self.global_state)
+            acc, loss = evaluate(self.model, self.x_test, self.y_test, sc.eval.batch_size)
+            row["test_accuracy"], row["test_loss"] = acc, loss
+            st.final_acc, st.final_loss = acc, loss
+            st.best_acc = acc if st.best_acc is None else max(st.best_acc, acc)
+        row.update(extra)
+        row["wall_time"] = time.perf_counter() - wall_r
+        st.round = rnd
+        out.end_round(row)
+        if self.progress:
+            self.progress({**row, "bytes_up_total": st.bytes_up, "bytes_down_total": st.bytes_down})
+
+    def _select(
+        self, rnd: int, t: float, m: int, exclude: set[int] | frozenset = frozenset()
+    ) -> list[int]:
+        online = [c for c in self.net.online_clients(t) if c not in exclude]
+        m = min(len(online), m)
+        rng = seeding.rng_for(self.scenario.seed, seeding.SELECT, rnd)
+        return sorted(int(c) for c in rng.choice(online, size=m, replace=False)) if m else []
+
+    # ---- synchronous rounds -------------------------------------------------------------------
+    async def _sync_round(self, rnd: int, executor: Any, out: RunOutputs) -> None:
+        sc, st = self.scenario, self.state
+        wall_r = time.perf_counter()
+        k = sc.clients.per_round
+        selected = self._select(rnd, st.sim_time, math.ceil(k * sc.server.overcommit))
+        plan, down_frames, down_wire, down_payload = self._encode_downlink(rnd)
+        tasks, cfgs = [], {}
+        for c in selected:
+            task, cfgs[c] = self._make_task(rnd, c, plan, down_frames)
+            tasks.append(task)
+        results = await executor.run(tasks)
+        by_client = {r.client_id: r for r in results.values()}
+        jobs = [
+            (c, down_wire, self._compute_s(c, plan, cfgs[c]), wire_bytes(by_client[c].update))
+            for c in selected
+        ]
+        if selected:
+            t_end, timelines = self.net.run_sync_round(
+                st.sim_time,
+                jobs,
+                accept_first=k if sc.server.overcommit > 1.0 else None,
+                deadline_s=sc.server.deadline,
+            )
+        else:  # nobody online: the server waits and tries again
+            t_end, timelines = st.sim_time + IDLE_RETRY_S, []
+        accepted: list[ClientResult] = []
+        up = down = dropped = 0
+        for tl in sorted(timelines, key=lambda t: t.client_id):
+            ok, d, u = self._log_client(
+                out, rnd, tl, plan, (down_wire, down_payload), by_client[tl.client_id]
+            )
+            down += d
+            up += u
+            if ok:
+                accepted.append(self._accept(tl.client_id, by_client[tl.client_id]))
+            else:
+                dropped += 1
+        self.global_state = self.algo.aggregate(rnd, self.global_state, accepted)
+        st.sim_time = t_end
+        st.bytes_up += up
+        st.bytes_down += down
+        row = {
+            "round": rnd,
+            "sim_time": st.sim_time,
+            "selected": len(selected),
+            "aggregated": len(accepted),
+            "dropped": dropped,
+            "bytes_up": up,
+            "bytes_down": down,
+        }
+        self._finish_round(out, rnd, row, accepted, wall_r)
+
+    # ---- asynchronous buffered aggregation (FedBuff) ---------------------------------------------
+    async def _run_async(self, executor: Any, out: RunOutputs) -> None:
+        sc, st = self.scenario, self.state
+        cfg = sc.server
+        session = self.net.model.async_session(st.sim_time)
+        version = 0  # global model version = aggregations so far
+        in_flight: dict[
+            int, tuple[int, Any, Any, tuple[int, int]]
+        ] = {}  # c -> (version, plan, result, down)
+        buffer: list[ClientResult] = []
+        dispatches = 0
+        pending_rows = {"selected": 0, "dropped": 0, "up": 0, "down": 0}
+        wall_r = time.perf_counter()
+
+        async def dispatch(t: float) -> None:
+            nonlocal dispatches
+            want = cfg.concurrency - len(in_flight)
+            if want <= 0:
+                return
+            dispatches += 1
+            chosen = self._select(dispatches, t, want, exclude=set(in_flight))
+            if not chosen:
+                return
+            plan, frames, dw, dp = self._encode_downlink(version + 1)
+            tasks, cfgs = [], {}
+            for c in chosen:
+                task, cfgs[c] = self._make_task(version + 1, c, plan, frames)
+                tasks.append(task)
+            results = await executor.run(tasks)
+            for r in results.values():
+                c = r.client_id
+                session.dispatch(c, t, dw, self._compute_s(c, plan, cfgs[c]))
+                in_flight[c] = (version, plan, r, (dw, dp))
+                session.complete(c, wire_bytes(r.update))
+            pending_rows["selected"] += len(chosen)
+
+        await dispatch(st.sim_time)
+        while st.round < sc.rounds:
+            tl = session.next_arrival()
+            if tl is None:
+                if not in_flight:  # nobody online: look again later
+                    st.sim_time = max(st.sim_time, session.now) + IDLE_RETRY_S
+                    session = self.net.model.async_session(st.sim_time)
+                    await dispatch(st.sim_time)
+                    continue
+                raise FedsimError("async session stalled with clients in flight (bug)")
+            c = tl.client_id
+            v0, plan, res, down = in_flight.pop(c)
+            tau = version - v0
+            ok, d, u = self._log_client(out, version + 1, tl, plan, down, res, staleness=tau)
+            pending_rows["down"] += d
+            pending_rows["up"] += u
+            t_event = tl.t_up_end if ok else tl.t_dropped
+            st.sim_time = max(st.sim_time, t_event if math.isfinite(t_event) else session.now)
+            if ok:
+                buffer.append(self._accept(c, res, staleness=tau))
+            else:
+                pending_rows["dropped"] += 1
+            if len(buffer) >= cfg.buffer_size:
+                rnd = version + 1
+                self.global_state = self._apply_buffer(buffer)
+                version += 1
+                st.bytes_up += pending_rows["up"]
+                st.bytes_down += pending_rows["down"]
+                taus = [r.staleness for r in buffer]
+                row = {
+                    "round": rnd,
+                    "sim_time": st.sim_time,
+                    "selected": pending_rows["selected"],
+                    "aggregated": len(buffer),
+                    "dropped": pending_rows["dropped"],
+                    "bytes_up": pending_rows["up"],
+                    "bytes_down": pending_rows["down"],
+                    "staleness_mean": float(np.mean(taus)),
+                    "staleness_max": int(max(taus)),
+                }
+                self._finish_round(out, rnd, row, buffer, wall_r)
+                wall_r = time.perf_counter()
+                buffer = []
+                pending_rows = {"selected": 0, "dropped": 0, "up": 0, "down": 0}
+            if st.round < sc.rounds:
+                await dispatch(st.sim_time)
+        for c in sorted(in_flight):  # still training when the run ended: never delivered
+            session.cancel(c)
+
+    def _apply_buffer(self, buffer: list[ClientResult]) -> dict[str, np.ndarray]:
+        """w ← w + η_g · (1/K) Σ_i s(τ_i) Δ_i, in client-id order (FedBuff, Algorithm 1)."""
+        cfg = self.scenario.server
+        buffer = sorted(buffer, key=lambda r: (r.client_id, r.staleness))
+        out = {}
+        for name, w in self.global_state.items():
+            acc = np.zeros(w.shape, dtype=np.float64)
+            for r in buffer:
+                acc += (
+                    staleness_weight(cfg.staleness, cfg.staleness_exponent, r.staleness)
+                    * r.tensors[name]
+                )
+            out[name] = (w + cfg.server_lr * acc / len(buffer)).astype(np.float32)
+        return out

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ class RunOutputs:
         self.traffic = TrafficLog(self.traffic_writer)
 
     def event(self, kind: str, **fields: Any) -> None:
-        self.events.write({"event": kind, **fields})
+        self.events.write({"event": kind, "wall_time": time.time(), **fields})
         self.events.flush()
 
     def end_round(self, row: dict[str, Any]) -> None:
