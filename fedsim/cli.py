@@ -7,8 +7,8 @@ the field and the problem; never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path

@@ -8,9 +8,7 @@ import sys
 import time
 
 import pytest
-
 from fedsim.network.traffic import read_jsonl
-
 from test_workers import SHORT, same_run
 
 pytestmark = pytest.mark.slow
