@@ -154,22 +154,25 @@ class _Trips:
             stream=stream,
         )
         self.events = 0  # compute completions and drops; the links count their own
+        avail = model.availability
+        self._avail = None if type(avail) is AlwaysOn else avail
 
     def _begin(self, trip: _Trip) -> None:
-        now = self.env.now
-        avail = self.model.availability
-        if not avail.is_online(trip.cid, now):
-            self._drop(trip, "offline")
-            return
-        t_off = avail.next_offline(trip.cid, now)
-        if t_off < _INF:
-            self.env.timeout(t_off - now, trip).callbacks.append(self._offline)
+        now = self.env._now  # (simpy's clock without the property call)
+        avail = self._avail
+        if avail is not None:
+            if not avail.is_online(trip.cid, now):
+                self._drop(trip, "offline")
+                return
+            t_off = avail.next_offline(trip.cid, now)
+            if t_off < _INF:
+                self.env.timeout(t_off - now, trip).callbacks.append(self._offline)
         trip.t_down_start = now
         trip.msg = self.net.send(trip.cid, DOWN, trip.down_bytes, self._downloaded, trip)
 
     def _downloaded(self, msg: Message) -> None:
         trip = msg.tag
-        trip.t_down_end = self.env.now
+        trip.t_down_end = self.env._now
         self.env.timeout(trip.compute_s, trip).callbacks.append(self._computed)
 
     def _computed(self, event) -> None:
@@ -177,7 +180,7 @@ class _Trips:
         if trip.done:
             return
         self.events += 1
-        trip.t_compute_end = self.env.now
+        trip.t_compute_end = self.env._now
         if trip.up_bytes is None:
             trip.blocked = True
             self._blocked(trip)
@@ -185,14 +188,14 @@ class _Trips:
             self._upload(trip)
 
     def _upload(self, trip: _Trip) -> None:
-        trip.t_up_start = self.env.now
+        trip.t_up_start = self.env._now
         trip.msg = self.net.send(trip.cid, UP, trip.up_bytes, self._uploaded, trip)
 
     def _uploaded(self, msg: Message) -> None:
         trip = msg.tag
         if trip.done:
             return
-        trip.t_up_end = self.env.now
+        trip.t_up_end = self.env._now
         trip.done = True
         self._arrived(trip)
 
