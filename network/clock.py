@@ -419,6 +419,8 @@ class AsyncSession(_Trips):
                 return self._ready.popleft().timeline()
             if self._waiting or not self._trips:
                 return None
+            if env.peek() == _INF:  # pragma: no cover - a trip in flight always has an event
+                raise RuntimeError(f"clients {self.outstanding()} in flight but nothing scheduled")
             env.step()
 
     def _start(self, event) -> None:

@@ -187,6 +187,8 @@ class SharedLink:
             heappush(self._below, (-cap, conn.order, cls_epoch, conn))
             if n or self.capped_sum > self.capacity:
                 self._rebalance()  # λ fell: capped flows near it may have to join λ
+            else:
+                self.level = math.inf  # every flow fits under its own cap
         else:
             conn.capped = False
             conn.key = key = self._v + msg.nbytes
