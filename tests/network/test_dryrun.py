@@ -42,4 +42,4 @@ def test_benchmark_runs_and_reports_its_figure(monkeypatch):
     monkeypatch.setattr(bench, "REF_SLICE", 1000)
     figures = bench.run(quick=True)
     fig = figures["des_events_per_s"]
-    assert set(fig) == {"value", "target", "raw"} and fig["value"] > 0 and fig["target"] == 0.2
+    assert set(fig) == {"value", "target", "raw"} and fig["value"] > 0 and fig["target"] == ">= 0.2"
