@@ -142,7 +142,7 @@ class _Trip:
 class _Trips:
     """Runs trips on one simpy environment; subclasses decide what arrivals and drops mean."""
 
-    def __init__(self, model: NetworkModel, env: simpy.Environment, stream: int):
+    def __init__(self, model: NetworkModel, env: simpy.Environment, stream: int, pool=None):
         self.model = model
         self.env = env
         self.net = StarNetwork(
@@ -152,6 +152,7 @@ class _Trips:
             model.server_down_bps,
             seed=model.seed,
             stream=stream,
+            pool=pool,
         )
         self.events = 0  # compute completions and drops; the links count their own
         avail = model.availability
@@ -231,7 +232,7 @@ class _Trips:
 class _SyncRound(_Trips):
     def __init__(self, model, t0, jobs, accept_first, deadline_s):
         env = simpy.Environment(initial_time=t0)
-        super().__init__(model, env, stream=_float_key(t0))
+        super().__init__(model, env, stream=_float_key(t0), pool=model._conn_pool)
         self.t0 = t0
         self.trips = [
             _Trip(j.client_id, t0, j.down_bytes, j.compute_s, j.up_bytes)
@@ -258,22 +259,23 @@ class _SyncRound(_Trips):
 
     def run(self) -> tuple[float, list[ClientTimeline]]:
         env = self.env
-        for trip in self.trips:
-            self._begin(trip)
-        if self.deadline_s is not None:
-            env.timeout(self.deadline_s).callbacks.append(self._deadline)
-        if not self.unresolved:
-            self._finish()
-        env.run(until=self.finished)
+        try:
+            for trip in self.trips:
+                self._begin(trip)
+            if self.deadline_s is not None:
+                env.timeout(self.deadline_s).callbacks.append(self._deadline)
+            if not self.unresolved:
+                self._finish()
+            env.run(until=self.finished)
+        finally:
+            self._close()
         if self.t_quorum is not None:
             end = self.t_quorum
         elif any(t.reason == "deadline" for t in self.trips):
             end = self.t0 + self.deadline_s
         else:
             end = self.t_last if self.t_last is not None else self.t0
-        timelines = [t.timeline() for t in self.trips]
-        self._close()
-        return end, timelines
+        return end, [t.timeline() for t in self.trips]
 
     def _close(self) -> None:
         """Break the round's reference cycles so that it is freed without the cyclic GC."""
@@ -476,6 +478,7 @@ class NetworkModel:
             mss=mss,
         )
         self.events = 0  # model events simulated so far (sends, transmissions, deliveries, ...)
+        self._conn_pool: dict = {}  # connection objects reused by successive sync rounds
 
     def online_clients(self, t: float) -> list[int]:
         avail = self.availability

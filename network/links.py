@@ -457,6 +457,7 @@ class StarNetwork:
         *,
         seed: int = 0,
         stream: int = 0,
+        pool: dict | None = None,
     ):
         self.env = env
         self.paths = paths
@@ -468,7 +469,8 @@ class StarNetwork:
         self.seed = seed
         self.stream = stream
         self.events = 0  # model events: sends, transmissions, deliveries
-        self._conns: dict[int, _Conn] = {}
+        # Connections, reused across rounds when the caller lends a pool (see ``close``).
+        self._conns: dict[int, _Conn] = {} if pool is None else pool
         self._hash_base = _mix(_mix(seed & _M64) ^ (stream & _M64))
         self._latency = paths.latency
         self._jitter = paths.jitter
@@ -511,10 +513,13 @@ class StarNetwork:
     def close(self) -> None:
         """Drop all state (and the reference cycles through it); the network is unusable after."""
         for conn in self._conns.values():
-            for msg in conn.queue:
-                msg._conn = None
-            conn.queue.clear()
-        self._conns.clear()
+            if conn.n_sent or conn.queue:
+                for msg in conn.queue:
+                    msg._conn = None
+                conn.queue.clear()
+                conn.active = False
+                conn.n_sent = 0
+                conn.last_delivery = -math.inf
         for link in self.links:
             link.on_transmitted = None
             link._below.clear()

@@ -289,3 +289,20 @@ def test_simultaneous_arrivals_beyond_the_quorum_are_stragglers():
     end, tls = m.run_sync_round(0.0, [job(i) for i in range(3)], accept_first=1)
     assert [tl.reason for tl in tls] == [None, "straggler", "straggler"]
     assert tls[1].t_dropped == end == tls[0].t_up_end
+
+
+def test_a_failed_round_leaves_the_model_usable():
+    class Flaky(AlwaysOn):
+        calls = 0
+
+        def next_offline(self, device, t):
+            Flaky.calls += 1
+            if Flaky.calls == 3:
+                raise RuntimeError("trace backend down")
+            return math.inf
+
+    jobs = [job(i) for i in range(4)]
+    m = model([prof()] * 4, availability=Flaky())
+    with pytest.raises(RuntimeError):
+        m.run_sync_round(0.0, jobs)  # fails after two clients started their downloads
+    assert m.run_sync_round(0.0, jobs) == model([prof()] * 4).run_sync_round(0.0, jobs)
