@@ -1,0 +1,120 @@
+"""The network model inside real runs: over-commit, dropouts, async determinism, traffic CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fedsim.network.traffic import read_jsonl
+
+from fedsim.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = [
+    "--set",
+    "clients.count=24",
+    "--set",
+    "clients.per_round=6",
+    "--set",
+    "train.local_steps=2",
+    "--set",
+    "model.args={channels=[4, 8], hidden=32}",
+    "--set",
+    "eval.every=100",
+]
+
+
+def run(tmp_path, scenario, name, *extra, fast=True):
+    out = tmp_path / name
+    args = [
+        "run",
+        str(ROOT / "scenarios" / scenario),
+        "--out",
+        str(out),
+        "--quiet",
+        *(FAST if fast else []),
+        *extra,
+    ]
+    assert main(args) == 0
+    return out
+
+
+def round_times(out):
+    t = [0.0] + [m["sim_time"] for m in read_jsonl(out / "metrics.jsonl")]
+    return np.diff(t)
+
+
+def test_overcommit_shortens_rounds_and_marks_stragglers(tmp_path):
+    common = ["--rounds", "6", "--set", 'network.availability.model="always"']
+    with_oc = run(tmp_path, "heterogeneous.toml", "oc", *common)
+    without = run(tmp_path, "heterogeneous.toml", "nooc", *common, "--set", "server.overcommit=1.0")
+    assert round_times(with_oc).mean() < round_times(without).mean()
+    traffic = list(read_jsonl(with_oc / "traffic.jsonl"))
+    stragglers = [t for t in traffic if t["kind"] == "update" and t["dropped"]]
+    assert stragglers and all(t["reason"] == "straggler" for t in stragglers)
+    for m in read_jsonl(with_oc / "metrics.jsonl"):
+        assert m["aggregated"] == 6 and m["selected"] == 9
+    # the round ends when the K-th accepted update arrives: the slowest accepted client
+    by_round = {}
+    for t in traffic:
+        if t["kind"] == "update" and not t["dropped"]:
+            by_round[t["round"]] = max(by_round.get(t["round"], 0.0), t["t_deliver"])
+    for m in read_jsonl(with_oc / "metrics.jsonl"):
+        assert m["sim_time"] == pytest.approx(by_round[m["round"]])
+
+
+def test_heterogeneous_run_has_offline_dropouts(tmp_path):
+    out = run(
+        tmp_path,
+        "heterogeneous.toml",
+        "het",
+        "--rounds",
+        "8",
+        "--set",
+        "train.local_steps=2",
+        fast=False,
+    )
+    reasons = {t["reason"] for t in read_jsonl(out / "traffic.jsonl") if t["dropped"]}
+    assert {"offline", "straggler"} <= reasons
+
+
+def test_async_is_deterministic_and_logs_staleness(tmp_path):
+    a = run(tmp_path, "async.toml", "a", "--rounds", "5")
+    b = run(tmp_path, "async.toml", "b", "--rounds", "5")
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa["model_sha256"] == sb["model_sha256"]
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("wall_")} for r in rows]  # noqa: E731
+    assert strip(read_jsonl(a / "traffic.jsonl")) == strip(read_jsonl(b / "traffic.jsonl"))
+    metrics = list(read_jsonl(a / "metrics.jsonl"))
+    assert len(metrics) == 5 and all("staleness_mean" in m for m in metrics)
+    assert max(m["staleness_max"] for m in metrics) >= 1
+    assert all("staleness" in t for t in read_jsonl(a / "traffic.jsonl") if t["kind"] == "update")
+    times = [m["sim_time"] for m in metrics]
+    assert times == sorted(times)
+
+
+def test_traffic_command_totals_match_summary(tmp_path):
+    out = run(tmp_path, "quickstart.toml", "qs", "--rounds", "2")
+    summary = json.loads((out / "summary.json").read_text())
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedsim", "traffic", str(out), "--by", "kind", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = {r["kind"]: r for r in json.loads(proc.stdout)}
+    assert rows["update"]["wire_bytes_delivered"] == summary["bytes_up_total"]
+    assert rows["model"]["wire_bytes_delivered"] == summary["bytes_down_total"]
+    assert (
+        rows["total"]["wire_bytes_delivered"]
+        == summary["bytes_up_total"] + summary["bytes_down_total"]
+    )
+    table = subprocess.run(
+        [sys.executable, "-m", "fedsim", "traffic", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "traffic by round" in table and "traffic by client" in table
