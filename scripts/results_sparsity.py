@@ -261,6 +261,17 @@ def write_page(names: list[str]) -> str:
         "mask or framing cost, and round 1 goes down dense. Meeting 15% needs the ramp to end "
         "before T (or a higher s_0); the paper-style bits column above shows the same share.\n"
     )
+    L.append(
+        "\nCaveats, read with the tables: one seed; a narrow CNN (54k parameters, so s = 0.95 "
+        "leaves about 2.7k weights; the 1.66M-parameter CNN was too slow for 12 variants on "
+        "2 shared cores); accuracy of non-IID FedAvg swings by several points between "
+        "evaluations, so compare the 'best' column too. In `regrow` the final accuracy fell "
+        "from its best while the number of regrown weights rose again in the last rounds; a "
+        "likely cause (not yet verified) is that the error-feedback residual is kept on "
+        "weights, so a weight the server kept but this client did not send is counted twice "
+        "when the client sends it later. Top-k on the uplink alone leaves the fp32 downlink, "
+        "which caps its total at about 50% of dense.\n"
+    )
     # accuracy per evaluation
     evals = [row["round"] for row in dense["rows"] if "test_accuracy" in row]
     L.append("\n## Test accuracy at each evaluation\n")
