@@ -22,6 +22,7 @@ __all__ = [
     "MixEntry",
     "CATALOG",
     "get_profile",
+    "describe_profiles",
     "allocate_counts",
     "build_population",
     "compute_seconds",
@@ -232,6 +233,27 @@ def get_profile(name: str, catalog: Mapping[str, DeviceProfile] = CATALOG) -> De
         raise KeyError(
             f"unknown device profile {name!r}; known: {', '.join(sorted(catalog))}"
         ) from None
+
+
+def _rate(bps: float) -> str:
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:g} {unit}"
+    return f"{bps:g} bit/s"
+
+
+def describe_profiles(
+    catalog: Mapping[str, DeviceProfile] = CATALOG,
+) -> list[tuple[str, str]]:
+    """(name, one line) per profile, for ``fedsim list devices``."""
+    return [
+        (
+            p.name,
+            f"{p.description}: {_rate(p.down_bps)} down / {_rate(p.up_bps)} up, "
+            f"RTT {p.rtt_s * 1e3:g} ms, {p.flops / 1e9:g} GFLOP/s",
+        )
+        for p in catalog.values()
+    ]
 
 
 @dataclass(frozen=True)

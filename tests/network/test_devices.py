@@ -123,3 +123,11 @@ def test_population_errors():
 def test_compute_seconds():
     p = CATALOG["phone-4g"]
     assert compute_seconds(3 * p.flops, p) == pytest.approx(3.0)
+
+
+def test_describe_profiles_lists_the_catalog():
+    from fedsim.network.devices import describe_profiles
+
+    rows = dict(describe_profiles())
+    assert set(rows) == set(CATALOG)
+    assert "25 Mbit/s down" in rows["phone-4g"] and "RTT 50 ms" in rows["phone-4g"]
