@@ -183,6 +183,12 @@ class Algorithm:
     def after_backward(self, ctx: ClientContext) -> None:
         pass
 
+    def encode_payload(self, rnd: int, plan: RoundPlan, rng: np.random.Generator) -> list:
+        """Encode the downlink payload (once per round). Methods whose tensors need
+        different codecs (e.g. exact per-tensor sparse counts) override this."""
+        records, _ = encode_tensors(plan.payload, parse_codec(plan.downlink), rng, None)
+        return records
+
     def encode_update(
         self,
         ctx: ClientContext,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fedsim.algorithms.base import ClientResult, load_state
-from fedsim.codecs.pipeline import decode_tensors, encode_tensors, parse_codec
+from fedsim.codecs.pipeline import decode_tensors
 from fedsim.codecs.wire import pack_message, payload_bytes, unpack_message, wire_bytes
 from fedsim.errors import FedsimError
 from fedsim.runtime import checkpoint as ckpt
@@ -228,7 +228,7 @@ class Coordinator:
     def _encode_downlink(self, rnd: int) -> tuple[Any, list, int, int]:
         plan = self.algo.configure_round(rnd, self.global_state)
         down_rng = seeding.rng_for(self.scenario.seed, seeding.DOWNLINK, rnd)
-        records, _ = encode_tensors(plan.payload, parse_codec(plan.downlink), down_rng, None)
+        records = self.algo.encode_payload(rnd, plan, down_rng)
         meta = {
             "round": rnd,
             "config": plan.config,
