@@ -309,6 +309,29 @@ def plots(feddq: dict[str, dict], oqfl: dict[str, dict]) -> list[str]:
     ]
 
 
+NOTES = [
+    "## Caveats (read before quoting a number)",
+    "",
+    "- Small setting: an MLP on 5,000 MNIST digits, 20 rounds, one seed. The papers use",
+    "  CNNs/ResNets on CIFAR-10; the scenarios run there unchanged with",
+    '  `--set data.dataset="cifar10" --set model.name="resnet18"` (not run here: 2 CPU',
+    "  cores). Differences of about one point are within seed noise.",
+    "- OQFL `int` wire: the uplink is b-bit codes per layer (standard `q<b>` records). The",
+    "  coordinator encodes the whole downlink with one codec, so in `int` mode the downlink",
+    "  is `q<max bits in use>` — `q8` when the first/last layers keep 8 bits — not b bits for",
+    "  the middle layers; the `int-uniform` variant (same b everywhere) shows the full",
+    "  downlink saving. A per-tensor downlink codec in the coordinator would remove this.",
+    "- PTQ runs inside the algorithms' last round (`ptq_*` metrics in metrics.jsonl), not in",
+    "  summary.json, because the coordinator does not save the final model or call a final",
+    "  hook yet; the plain-FedAvg row uses `fedavg_ptq` (FedAvg + that evaluation).",
+    "- The MLP on mnist5k loses little under PTQ even at W2, so the robust variants have",
+    "  little to recover here; the PTQ table is where a CNN/CIFAR run would separate them.",
+    "- AdaQuantFL reports F through the `train_loss` every update already carries in its",
+    "  header (counted in the exact bytes).",
+    "",
+]
+
+
 def write_page(target: float, sets: list[str]) -> str:
     oq, rb, fq = load("oqfl"), load("quant_robust"), load("feddq")
     out = [
@@ -347,6 +370,7 @@ def write_page(target: float, sets: list[str]) -> str:
         verdicts += v
     out += plots(fq, oq) + [""]
     out += ["## Targets from PAPERS.md", ""] + verdicts + [""]
+    out += NOTES
     return "\n".join(out)
 
 

@@ -176,12 +176,14 @@ name = "fedavg"
         ("oqfl", "fp32", "bits = 4"),
         ("oqfl", "fp32", 'bits = 4\nwire = "int"'),
         ("feddq", "fp32", ""),
-        ("feddq", "fp32", 'mode = "loss"\nrounding = "stochastic"'),
+        pytest.param(
+            *("feddq", "fp32", 'mode = "loss"\nrounding = "stochastic"'), marks=pytest.mark.slow
+        ),
         ("adaquantfl", "fp32", ""),
-        ("fedpaq", "ef(sign)", ""),
-        ("kure", "fp32", 'ptq_configs = ["W8A8", "W2"]'),
-        ("mqat", "fp32", 'ptq_configs = ["W4A4"]'),
-        ("hetero", "fp32", "ptq = false"),
+        pytest.param(*("fedpaq", "ef(sign)", ""), marks=pytest.mark.slow),
+        pytest.param(*("kure", "fp32", 'ptq_configs = ["W8A8", "W2"]'), marks=pytest.mark.slow),
+        pytest.param(*("mqat", "fp32", 'ptq_configs = ["W4A4"]'), marks=pytest.mark.slow),
+        pytest.param(*("hetero", "fp32", "ptq = false"), marks=pytest.mark.slow),
     ],
 )
 def test_methods_run_end_to_end(tmp_path, algorithm, uplink, extra):
