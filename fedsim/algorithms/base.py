@@ -147,6 +147,10 @@ class Algorithm:
         """Round-level metrics a method wants in metrics.jsonl (e.g. bits per round)."""
         return {}
 
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """Called once on every freshly built model, in every process, before any state is
+        loaded (e.g. OQFL swaps in layers with learned quantizer steps)."""
+
     def server_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Server-side state a method keeps between rounds, for checkpoints: (small
         msgpack-able values, numpy arrays). Methods with such state override both."""

@@ -89,6 +89,10 @@ class OQFL(FedAvg):
     def layer_bits(self, model: torch.nn.Module | None = None) -> dict[str, int]:
         return self._bits if model is None else lsq_bits(model)
 
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """Every process converts its model before loading state (workers included)."""
+        self._bits = self.convert(model)
+
     # ---- server ------------------------------------------------------------------------
     def init_global(self, model: torch.nn.Module) -> State:
         self._bits = self.convert(model)

@@ -76,8 +76,15 @@ class FedAvgPTQ(FedAvg):
         out = dict(super().after_aggregate(rnd, global_state, results))
         o = self.options
         if o.ptq and rnd == self.scenario.rounds:
-            out.update(run_ptq(self.scenario, global_state, o.ptq_configs, o.ptq_calib_batches))
+            self.ptq_result = run_ptq(
+                self.scenario, global_state, o.ptq_configs, o.ptq_calib_batches
+            )
+            out.update(self.ptq_result)
         return out
+
+    def summary_extra(self, model: Any, dataset: Any) -> dict[str, Any]:
+        table = getattr(self, "ptq_result", None)
+        return {"ptq": {k.removeprefix("ptq_"): v for k, v in table.items()}} if table else {}
 
 
 class KUREOptions(PTQOptions):

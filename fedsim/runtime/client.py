@@ -66,6 +66,7 @@ class ClientRunner:
         self.dataset = load_data(scenario)
         self.partitions = make_partitions(scenario, self.dataset)
         self.model = make_model(scenario, self.dataset)
+        self.algorithm.prepare_model(self.model)
         # full initial state incl. non-communicated buffers: reset before every task so a
         # runner's history never leaks into the next client's training
         self._initial = {k: v.clone() for k, v in self.model.state_dict().items()}

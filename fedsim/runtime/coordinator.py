@@ -219,6 +219,10 @@ class Coordinator:
             "versions": versions(),
         }
         summary.update(self.algo.summary_extra(self.model, self.runner.dataset))
+        if sc.eval.ptq:
+            from fedsim.eval.ptq import ptq_table
+
+            summary["ptq"] = ptq_table(self.model, self.runner.dataset, list(sc.eval.ptq))
         out.event("end")
         out.close()
         write_json_atomic(self.out_dir / "summary.json", summary)

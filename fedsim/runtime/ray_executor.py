@@ -44,6 +44,7 @@ from fedsim.runtime.executors import Executor
 DEFAULT_LOCAL_ACTORS = 2  # a local Ray instance (no address) gets this many CPUs by default
 MAX_LOSSES_PER_TASK = 3  # a client that kills its actor this many times stops the run
 MAX_SETUP_LOSSES = 5  # actors dying before they are ready, in a row
+CALLS_PER_ACTOR = 2  # queued on each actor (it runs them one at a time): hides round trips
 
 
 def import_ray() -> Any:
@@ -136,13 +137,15 @@ def _fault_for(index: int) -> str | None:
 class ActorInfo:
     index: int
     handle: Any
-    state: str = "setup"  # setup -> idle <-> busy
-    fut: asyncio.Future | None = None  # the ready() call, then the running task
-    task: P.Task | None = None
+    ready_fut: asyncio.Future | None = None  # the ready() call, until it answers
+    inflight: dict[asyncio.Future, P.Task] = field(default_factory=dict)  # in call order
     pid: int | None = None
     host: str = ""
-    started: float = field(default_factory=time.monotonic)
     tasks_done: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_fut is None
 
     @property
     def name(self) -> str:
@@ -246,7 +249,7 @@ class RayExecutor(Executor):
         self.next_index += 1
         handle = self._actor_cls.remote(self.scenario_toml, self.threads, index, _fault_for(index))
         a = ActorInfo(index, handle)
-        a.fut = self._future(handle.ready.remote())
+        a.ready_fut = self._future(handle.ready.remote())
         self.actors[index] = a
         self.on_event("worker_spawned", index=index, worker=a.name, executor="ray")
         return a
@@ -260,8 +263,9 @@ class RayExecutor(Executor):
         if ray is None:
             return
         for a in list(self.actors.values()):
-            if a.fut is not None and not a.fut.done():
-                a.fut.cancel()
+            for f in [a.ready_fut, *a.inflight]:
+                if f is not None and not f.done():
+                    f.cancel()
             try:
                 ray.kill(a.handle, no_restart=True)
             except Exception:
@@ -282,7 +286,7 @@ class RayExecutor(Executor):
                 if self.fatal is not None:
                     raise self.fatal
                 self._dispatch()
-                if self.pending and not any(a.state != "setup" for a in self.actors.values()):
+                if self.pending and not any(a.ready for a in self.actors.values()):
                     no_actor_since = no_actor_since or time.monotonic()
                     if time.monotonic() - no_actor_since > self.wait_for_actors:
                         raise RuntimeFailure(
@@ -293,7 +297,7 @@ class RayExecutor(Executor):
                         )
                 else:
                     no_actor_since = None
-                futs = {a.fut: a for a in self.actors.values() if a.fut is not None}
+                futs = {f: a for a in self.actors.values() for f in [a.ready_fut, *a.inflight] if f}
                 if not futs:
                     await asyncio.sleep(self.heartbeat)
                     continue
@@ -318,41 +322,45 @@ class RayExecutor(Executor):
         return hit[1]
 
     def _dispatch(self) -> None:
-        for a in sorted(self.actors.values(), key=lambda a: a.index):
-            if not self.pending:
-                return
-            if a.state != "idle":
-                continue
-            task = self.pending.popleft()
-            frames = P.task_frames(task)
-            n_payload = len(task.payload)
-            ref = a.handle.run.remote(
-                bytes(frames[0]),
-                self._payload_ref(task),
-                [bytes(f) for f in frames[1 + n_payload :]],
-            )
-            a.state, a.task, a.fut = "busy", task, self._future(ref)
+        """Tasks in queue order to ready actors, one call each per pass, up to
+        CALLS_PER_ACTOR queued on an actor (credit-based, as with the ZeroMQ workers)."""
+        ready = sorted((a for a in self.actors.values() if a.ready), key=lambda a: a.index)
+        for _ in range(CALLS_PER_ACTOR):
+            for a in ready:
+                if not self.pending:
+                    return
+                if len(a.inflight) >= CALLS_PER_ACTOR:
+                    continue
+                task = self.pending.popleft()
+                frames = P.task_frames(task)
+                ref = a.handle.run.remote(
+                    bytes(frames[0]),
+                    self._payload_ref(task),
+                    [bytes(f) for f in frames[1 + len(task.payload) :]],
+                )
+                a.inflight[self._future(ref)] = task
 
     def _handle(self, a: ActorInfo, fut: asyncio.Future) -> None:
-        if self.actors.get(a.index) is not a or a.fut is not fut:
-            return
-        a.fut = None
+        if self.actors.get(a.index) is not a:
+            return  # lost meanwhile: its tasks are already back in the queue
         exc = fut.exception() if not fut.cancelled() else RuntimeFailure("cancelled")
-        if exc is not None:
-            self._failed(a, exc)
-            return
-        frames = fut.result()
-        if a.state == "setup":
-            self._ready(a, frames)
-        else:
-            self._result(a, frames)
+        if fut is a.ready_fut:
+            if exc is not None:
+                self._failed(a, exc, None)
+            else:
+                self._ready(a, fut.result())
+        elif fut in a.inflight:
+            if exc is not None:
+                self._failed(a, exc, a.inflight[fut])  # _lose re-queues every call in flight
+            else:
+                self._result(a, a.inflight.pop(fut), fut.result())
 
-    def _failed(self, a: ActorInfo, exc: BaseException) -> None:
+    def _failed(self, a: ActorInfo, exc: BaseException, task: P.Task | None) -> None:
         ray_exc = self.ray.exceptions
         if isinstance(exc, ray_exc.RayTaskError) or not isinstance(exc, ray_exc.RayError):
             # our own code raised inside the actor (it catches training errors itself), or
             # something outside Ray broke: not a lost machine
-            where = f"client {a.task.client_id} in round {a.task.round}" if a.task else a.name
+            where = f"client {task.client_id} in round {task.round}" if task else a.name
             self.fatal = RuntimeFailure(f"Ray actor failed ({where}): {type(exc).__name__}: {exc}")
             return
         self._lose(a, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -365,15 +373,16 @@ class RayExecutor(Executor):
         except Exception:
             pass
         self.on_event("worker_lost", worker=a.name, pid=a.pid, host=a.host, reason=why)
-        if a.state == "setup":
+        if not a.ready:
             self.setup_losses += 1
             if self.setup_losses >= MAX_SETUP_LOSSES:
                 self.fatal = RuntimeFailure(
                     f"{MAX_SETUP_LOSSES} Ray actors in a row died before they were ready; last: {why}"
                 )
                 return
-        task = a.task
-        if task is not None:
+        for fut, task in reversed(list(a.inflight.items())):
+            if not fut.done():
+                fut.cancel()
             self.losses[task.task_id] += 1
             if self.losses[task.task_id] >= MAX_LOSSES_PER_TASK:
                 self.fatal = RuntimeFailure(
@@ -405,14 +414,13 @@ class RayExecutor(Executor):
         if env["type"] != P.READY:
             self._lose(a, f"said {env['type']!r} instead of ready")
             return
-        a.state = "idle"
+        a.ready_fut = None
         a.pid = env.get("pid") if isinstance(env.get("pid"), int) else None
         a.host = str(env.get("host", ""))
         self.setup_losses = 0
         self.on_event("worker_joined", worker=a.name, pid=a.pid, host=a.host, executor="ray")
 
-    def _result(self, a: ActorInfo, frames: Any) -> None:
-        task = a.task
+    def _result(self, a: ActorInfo, task: P.Task, frames: Any) -> None:
         try:
             bufs = _frame_list(frames)
             env = P.unpack_envelope(bufs[0])
@@ -433,7 +441,6 @@ class RayExecutor(Executor):
         except WireError as e:
             self.on_event("corrupt_message", worker=a.name, pid=a.pid, error=str(e))
             self.corrupt[task.task_id] += 1
-            a.state, a.task = "idle", None
             if self.corrupt[task.task_id] > 1:
                 self.fatal = RuntimeFailure(
                     f"malformed result for client {task.client_id} in round {task.round} twice: {e}"
@@ -451,7 +458,6 @@ class RayExecutor(Executor):
         self.results[res.task_id] = P.TaskResult(
             res.task_id, res.round, res.client_id, list(res.update), list(res.state), res.meta
         )
-        a.state, a.task = "idle", None
         a.tasks_done += 1
 
 

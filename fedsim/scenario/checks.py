@@ -65,6 +65,14 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
                     f"network.devices[{i}].profile",
                     f"unknown device profile {dev.profile!r} (known: {', '.join(sorted(CATALOG))})",
                 )
+    if sc.eval.ptq:
+        from fedsim.eval.ptq import parse_config
+
+        for i, cfg in enumerate(sc.eval.ptq):
+            try:
+                parse_config(cfg)
+            except ValueError as e:
+                _fail(file, f"eval.ptq[{i}]", str(e))
     av = sc.network.availability
     if av.model == "trace":
         from pathlib import Path

@@ -170,6 +170,10 @@ class ServerCfg(Strict):
 class EvalCfg(Strict):
     every: int = Field(1, ge=1, description="evaluate every N rounds (and the last)")
     batch_size: int = Field(1000, ge=1, description="evaluation batch size")
+    ptq: list[str] = Field(
+        default_factory=list,
+        description='post-training quantization of the final model, e.g. ["W8A8", "W4A4", "W2"] (summary.json "ptq")',
+    )
 
 
 class RuntimeCfg(Strict):
