@@ -44,6 +44,7 @@ class RunState:
     traffic_seq: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    energy_j: float = 0.0
     best_acc: float | None = None
     final_acc: float | None = None
     final_loss: float | None = None
@@ -86,6 +87,7 @@ def save(
         "traffic_seq": state.traffic_seq,
         "bytes_up": state.bytes_up,
         "bytes_down": state.bytes_down,
+        "energy_j": state.energy_j,
         "best_acc": state.best_acc,
         "final_acc": state.final_acc,
         "final_loss": state.final_loss,
@@ -136,6 +138,7 @@ def load(path: Path, scen_hash: str) -> tuple[RunState, dict, dict[int, dict], d
         traffic_seq=m["traffic_seq"],
         bytes_up=m["bytes_up"],
         bytes_down=m["bytes_down"],
+        energy_j=m.get("energy_j", 0.0),
         best_acc=m["best_acc"],
         final_acc=m["final_acc"],
         final_loss=m["final_loss"],

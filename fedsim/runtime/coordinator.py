@@ -30,6 +30,7 @@ from fedsim.algorithms.base import ClientResult, load_state
 from fedsim.codecs.pipeline import decode_tensors
 from fedsim.codecs.wire import pack_message, payload_bytes, unpack_message, wire_bytes
 from fedsim.errors import FedsimError
+from fedsim.network.energy import sum_energy
 from fedsim.runtime import checkpoint as ckpt
 from fedsim.runtime import seeding
 from fedsim.runtime.client import ClientRunner, readonly_tensor
@@ -263,10 +264,15 @@ class Coordinator:
         plan: Any,
         down: tuple[int, int],
         res: Any,
+        energy: dict[str, float] | None = None,
         **extra: Any,
     ) -> tuple[bool, int, int]:
-        """Traffic rows for one client's model and update; returns (accepted, down, up) bytes."""
+        """Traffic rows for one client's model and update; returns (accepted, down, up) bytes.
+        Per-message `energy_j` is the radio energy of that transfer (compute, tails and idle
+        are in the metrics rows)."""
         c = tl.client_id
+        e_down = {"energy_j": energy["energy_down_j"]} if energy else {}
+        e_up = {"energy_j": energy["energy_up_j"]} if energy else {}
         down_wire, down_payload = down
         down_ok = tl.t_down_end is not None and math.isfinite(tl.t_down_end)
         out.traffic.message(
@@ -282,6 +288,7 @@ class Coordinator:
             t_deliver=tl.t_down_end if down_ok else None,
             dropped=not down_ok,
             reason=None if down_ok else tl.reason,
+            **e_down,
         )
         up_w = wire_bytes(res.update) if res is not None else 0
         if res is not None:
@@ -299,6 +306,7 @@ class Coordinator:
                 dropped=not tl.accepted,
                 reason=None if tl.accepted else tl.reason,
                 t_compute_end=tl.t_compute_end,
+                **e_up,
                 **extra,
                 **{k: v for k, v in res.meta.items() if k.startswith("wall_")},
             )
@@ -378,9 +386,14 @@ class Coordinator:
             t_end, timelines = st.sim_time + IDLE_RETRY_S, []
         accepted: list[ClientResult] = []
         up = down = dropped = 0
+        comp = {c: cs for c, _, cs, _ in jobs}
+        energies = []
         for tl in sorted(timelines, key=lambda t: t.client_id):
+            c = tl.client_id
+            e = self.net.energy(c, tl, down_wire, wire_bytes(by_client[c].update), comp[c], t_end)
+            energies.append(e)
             ok, d, u = self._log_client(
-                out, rnd, tl, plan, (down_wire, down_payload), by_client[tl.client_id]
+                out, rnd, tl, plan, (down_wire, down_payload), by_client[c], energy=e
             )
             down += d
             up += u
@@ -400,7 +413,9 @@ class Coordinator:
             "dropped": dropped,
             "bytes_up": up,
             "bytes_down": down,
+            **sum_energy(energies),
         }
+        st.energy_j += row["energy_j"]
         self._finish_round(out, rnd, row, accepted, wall_r)
 
     # ---- asynchronous buffered aggregation (FedBuff) ---------------------------------------------
@@ -415,6 +430,7 @@ class Coordinator:
         buffer: list[ClientResult] = []
         dispatches = 0
         pending_rows = {"selected": 0, "dropped": 0, "up": 0, "down": 0}
+        energies: list[dict[str, float]] = []
         wall_r = time.perf_counter()
 
         async def dispatch(t: float) -> None:
@@ -434,8 +450,9 @@ class Coordinator:
             results = await executor.run(tasks)
             for r in results.values():
                 c = r.client_id
-                session.dispatch(c, t, dw, self._compute_s(c, plan, cfgs[c]))
-                in_flight[c] = (version, plan, r, (dw, dp))
+                comp_s = self._compute_s(c, plan, cfgs[c])
+                session.dispatch(c, t, dw, comp_s)
+                in_flight[c] = (version, plan, r, (dw, dp), comp_s)
                 session.complete(c, wire_bytes(r.update))
             pending_rows["selected"] += len(chosen)
 
@@ -450,9 +467,14 @@ class Coordinator:
                     continue
                 raise FedsimError("async session stalled with clients in flight (bug)")
             c = tl.client_id
-            v0, plan, res, down = in_flight.pop(c)
+            v0, plan, res, down, comp_s = in_flight.pop(c)
             tau = version - v0
-            ok, d, u = self._log_client(out, version + 1, tl, plan, down, res, staleness=tau)
+            t_done = tl.t_up_end if tl.accepted else tl.t_dropped
+            e = self.net.energy(c, tl, down[0], wire_bytes(res.update), comp_s, t_done)
+            energies.append(e)
+            ok, d, u = self._log_client(
+                out, version + 1, tl, plan, down, res, energy=e, staleness=tau
+            )
             pending_rows["down"] += d
             pending_rows["up"] += u
             t_event = tl.t_up_end if ok else tl.t_dropped
@@ -478,7 +500,10 @@ class Coordinator:
                     "bytes_down": pending_rows["down"],
                     "staleness_mean": float(np.mean(taus)),
                     "staleness_max": int(max(taus)),
+                    **sum_energy(energies),
                 }
+                st.energy_j += row["energy_j"]
+                energies = []
                 self._finish_round(out, rnd, row, buffer, wall_r)
                 wall_r = time.perf_counter()
                 buffer = []

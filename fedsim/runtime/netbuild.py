@@ -10,6 +10,8 @@ from fedsim.errors import ScenarioError
 from fedsim.network.availability import AlwaysOn, MarkovOnOff, load_trace
 from fedsim.network.clock import ClientJob, NetworkModel
 from fedsim.network.devices import DeviceProfile, MixEntry, build_population
+from fedsim.network.energy import PowerModel, client_energy, power_models
+from fedsim.network.links import DOWN, UP
 from fedsim.runtime import seeding
 
 # scenario key -> DeviceProfile field
@@ -26,8 +28,25 @@ _OVERRIDES = {
 class ScenarioNetwork:
     """The coordinator's view: the network model plus per-client device lookups."""
 
-    def __init__(self, model: NetworkModel):
+    def __init__(self, model: NetworkModel, powers: list[PowerModel]):
         self.model = model
+        self.powers = powers
+
+    def energy(
+        self, c: int, tl: Any, down_bytes: int, up_bytes: int, compute_s: float, round_end: float
+    ) -> dict:
+        """Joules client c spent on this timeline (network/energy.py)."""
+        caps = self.model.paths.caps
+        return client_energy(
+            self.powers[c],
+            tl,
+            down_bytes,
+            up_bytes,
+            compute_s,
+            round_end,
+            down_bps=caps[DOWN][c] * 8.0,
+            up_bps=caps[UP][c] * 8.0,
+        )
 
     @property
     def devices(self) -> tuple[DeviceProfile, ...]:
@@ -100,4 +119,8 @@ def build_network(scenario: Any) -> ScenarioNetwork:
         bandwidth_factor=net.bandwidth_factor,
         latency_factor=net.latency_factor,
     )
-    return ScenarioNetwork(model)
+    try:
+        powers = power_models(devices, {d.profile: d.power for d in net.devices if d.power})
+    except (KeyError, ValueError) as e:
+        raise ScenarioError(str(e).strip("'\""), field="network.devices") from None
+    return ScenarioNetwork(model, powers)

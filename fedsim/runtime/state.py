@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 
 from fedsim.codecs.wire import from_blob, to_blob
-from fedsim.runtime.protocol import unpack_state
+from fedsim.runtime.protocol import pack_state, unpack_state
 
 
 class ClientStateStore:
-    """`get(client) -> {name: array}`, `commit(client, frames)`, `clients()`.
+    """`get(client) -> {name: array}`, `commit(client, frames)`, `restore(client, arrays)`,
+    `clients()`.
 
     directory: keep the state on disk in this folder (created if missing; files this store
         wrote are removed by `close()` unless `keep=True`).
@@ -102,6 +103,11 @@ class ClientStateStore:
             fh.write(blob)
         os.replace(tmp, path)  # a crash never leaves a half-written state file
         self._files[client] = len(blob)
+
+    def restore(self, client: int, state: dict[str, np.ndarray]) -> None:
+        """Put back a client's state as arrays (from a checkpoint): same as committing it."""
+        if state:
+            self.commit(client, pack_state(state))
 
     def clients(self) -> list[int]:
         return sorted(self._files if self._dir is not None else self._state)

@@ -116,6 +116,9 @@ class DeviceMix(Strict):
     )
     jitter: Duration | None = Field(None, description="override latency jitter (std dev)")
     spread: float = Field(0.0, ge=0, description="lognormal sigma on rates and FLOP/s")
+    power: dict[str, float] | None = Field(
+        None, description="override power-model figures of this profile, e.g. {compute_w = 3.0} (docs/energy.md)"
+    )
 
 
 class AvailabilityCfg(Strict):
