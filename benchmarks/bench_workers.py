@@ -1,0 +1,114 @@
+"""workers2_efficiency: parallel efficiency of 2 worker processes over ipc.
+
+The quick-start workload (mnist5k, CNN, 20 Dirichlet clients, 1 local epoch) with 10
+clients per round, so a round's tasks can split over two workers, and 1 torch thread
+everywhere. The same scenario runs once in process and once with 2 worker processes over
+ipc; efficiency = in-process time / (2 x 2-worker time), 1.0 being perfect scaling.
+
+Times are the rounds' own wall times (metrics.jsonl) from round 2 on: round 1 of the
+worker run includes starting the worker processes (importing torch, building the data), a
+one-off cost reported separately as `startup_s`, with the end-to-end efficiency beside it.
+`schedule_bound` is the best efficiency fedsim's dispatch order allows for the measured
+per-task times (tasks handed out in client-id order to whichever worker is free): clients
+have different data sizes, so the two workers cannot always finish together.
+
+    python benchmarks/bench_workers.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_overhead import quickstart_scenario  # noqa: E402
+
+from fedsim.runtime.coordinator import Coordinator  # noqa: E402
+
+TARGET = 0.85  # at least
+WORKERS = 2
+
+
+def _scenario(quick: bool, *extra: str):
+    rounds = "rounds=3" if quick else "rounds=6"
+    per_round = "clients.per_round=4" if quick else "clients.per_round=10"
+    return quickstart_scenario(quick, rounds, per_round, "runtime.torch_threads=1", *extra)
+
+
+def _timed_run(sc) -> dict:
+    with tempfile.TemporaryDirectory(prefix="fedsim-bench-") as out:
+        t0 = time.perf_counter()
+        Coordinator(sc, Path(out) / "run").run()
+        wall = time.perf_counter() - t0
+        run = Path(out) / "run"
+        rounds = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        traffic = [json.loads(x) for x in (run / "traffic.jsonl").read_text().splitlines()]
+    tasks: dict[int, list[float]] = {}
+    for row in traffic:
+        if row["kind"] == "update":
+            busy = sum(row.get(k, 0.0) for k in ("wall_decode_s", "wall_train_s", "wall_encode_s"))
+            tasks.setdefault(row["round"], []).append(busy)
+    return {"wall_s": wall, "rounds_s": [r["wall_time"] for r in rounds], "task_s": tasks}
+
+
+def schedule_bound(task_s: dict[int, list[float]], workers: int, first: int = 2) -> float:
+    """Efficiency of greedy in-order dispatch of the measured tasks onto `workers` workers."""
+    busy = makespan = 0.0
+    for rnd, times in task_s.items():
+        if rnd < first:
+            continue
+        free = [0.0] * workers
+        for t in times:  # traffic rows are in client-id order, as tasks are dispatched
+            heapq.heappush(free, heapq.heappop(free) + t)
+        busy += sum(times)
+        makespan += max(free)
+    return busy / (workers * makespan) if makespan else float("nan")
+
+
+def run(quick: bool = False) -> dict[str, dict]:
+    inproc = _timed_run(_scenario(quick))
+    multi = _timed_run(_scenario(quick, 'runtime.transport="ipc"', f"runtime.workers={WORKERS}"))
+    steady_in = sum(inproc["rounds_s"][1:])
+    steady_multi = sum(multi["rounds_s"][1:])
+    startup = multi["rounds_s"][0] - inproc["rounds_s"][0]
+    return {
+        "workers2_efficiency": {
+            "value": steady_in / (WORKERS * steady_multi),
+            "target": f">= {TARGET}",
+            "raw": {
+                "inproc_rounds_s": inproc["rounds_s"],
+                "workers2_rounds_s": multi["rounds_s"],
+                "inproc_wall_s": inproc["wall_s"],
+                "workers2_wall_s": multi["wall_s"],
+                "startup_s": startup,
+                "end_to_end_efficiency": inproc["wall_s"] / (WORKERS * multi["wall_s"]),
+                "schedule_bound": schedule_bound(inproc["task_s"], WORKERS),
+                "rounds_counted": len(inproc["rounds_s"]) - 1,
+                "per_round": 4 if quick else 10,
+                "torch_threads": 1,
+                "transport": "ipc",
+            },
+        }
+    }
+
+
+def _describe(raw: dict) -> str:
+    return (
+        f"schedule bound {raw['schedule_bound']:.3f}, end to end "
+        f"{raw['end_to_end_efficiency']:.3f}, worker start-up {raw['startup_s']:.1f} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from run import standalone
+
+    return standalone(__doc__, run, _describe, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The per-client state store: in memory and on disk give the same state and the same run."""
+
+import json
+
+import numpy as np
+import pytest
+from fedsim.codecs.wire import WireError
+
+from fedsim.runtime import coordinator as coord_mod
+from fedsim.runtime.protocol import pack_state
+from fedsim.runtime.state import ClientStateStore
+from fedsim.scenario import validate_doc
+
+
+def _state(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "codec/conv.weight#residual": rng.standard_normal((4, 3, 5, 5), dtype=np.float32),
+        "codec/fc.bias#residual": rng.standard_normal(7, dtype=np.float32),
+        "algo/control": np.arange(6, dtype=np.float64).reshape(2, 3),
+    }
+
+
+def _same(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.fixture(params=["memory", "disk", "directory"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        s = ClientStateStore()
+    elif request.param == "disk":
+        s = ClientStateStore(disk=True)
+    else:
+        s = ClientStateStore(tmp_path / "state")
+    yield s
+    s.close()
+
+
+def test_get_commit_clients(store):
+    assert store.get(3) == {} and store.clients() == []
+    store.commit(3, pack_state(_state(0)))
+    store.commit(1, pack_state(_state(1)))
+    _same(store.get(3), _state(0))
+    _same(store.get(1), _state(1))
+    assert store.clients() == [1, 3]
+    store.commit(3, pack_state(_state(2)))  # replaces
+    _same(store.get(3), _state(2))
+    store.commit(3, [])  # no new state: the old one stays
+    _same(store.get(3), _state(2))
+    expected = sum(a.nbytes for a in _state(1).values()) + sum(a.nbytes for a in _state(2).values())
+    assert store.nbytes() >= expected
+
+
+def test_restore_from_arrays(store):
+    store.restore(4, _state(3))
+    store.restore(5, {})
+    _same(store.get(4), _state(3))
+    assert store.clients() == [4]
+
+
+def test_commit_accepts_zmq_style_memoryviews(store):
+    frames = [memoryview(bytes(f)) for f in pack_state(_state(5))]
+    store.commit(0, frames)
+    _same(store.get(0), _state(5))
+
+
+def test_corrupt_state_is_rejected_and_keeps_the_old(store):
+    store.commit(2, pack_state(_state(0)))
+    frames = pack_state(_state(1))
+    with pytest.raises(WireError):
+        store.commit(2, [frames[0], b"\x00" * 3, *frames[2:]])
+    _same(store.get(2), _state(0))
+
+
+def test_disk_store_files_and_close(tmp_path):
+    d = tmp_path / "s"
+    s = ClientStateStore(d)
+    assert s.on_disk and s.directory == d
+    s.commit(7, pack_state(_state(0)))
+    assert sorted(p.name for p in d.iterdir()) == ["client-00000007.state"]
+    s.close()
+    assert list(d.iterdir()) == [] and s.clients() == []
+
+    t = ClientStateStore(disk=True)
+    t.commit(1, pack_state(_state(0)))
+    folder = t.directory
+    assert folder.exists()
+    t.close()
+    assert not folder.exists()
+
+    k = ClientStateStore(d, keep=True)
+    k.commit(1, pack_state(_state(0)))
+    k.close()
+    assert [p.name for p in d.iterdir()] == ["client-00000001.state"]
+
+
+def test_memory_store_is_not_on_disk():
+    s = ClientStateStore()
+    assert not s.on_disk and s.directory is None
+
+
+EF_RUN = {
+    "name": "ef-store",
+    "seed": 1,
+    "rounds": 3,
+    "data": {
+        "dataset": "synthetic",
+        "synthetic": {"shape": [1, 8, 8], "train_size": 240, "test_size": 60},
+    },
+    "model": {"name": "cnn", "args": {"channels": [4, 8], "hidden": 16}},
+    "clients": {"count": 12, "per_round": 6},
+    "train": {"local_steps": 2, "batch_size": 8},
+    "codec": {"uplink": "ef(topk:0.05)"},
+    "eval": {"every": 3},
+}
+
+
+def _run(tmp_path, name, monkeypatch, **store_kwargs):
+    made = []
+
+    def factory():
+        s = ClientStateStore(**store_kwargs)
+        made.append(s)
+        return s
+
+    monkeypatch.setattr(coord_mod, "ClientStateStore", factory)
+    summary = coord_mod.Coordinator(validate_doc(EF_RUN), tmp_path / name).run()
+    (store,) = made
+    return summary, store, (tmp_path / name / "metrics.jsonl").read_text()
+
+
+def _strip_wall(text: str) -> list[dict]:
+    rows = [json.loads(line) for line in text.splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("wall_")} for r in rows]
+
+
+def test_disk_store_gives_the_same_run(tmp_path, monkeypatch):
+    mem, mem_store, mem_metrics = _run(tmp_path, "mem", monkeypatch)
+    disk, disk_store, disk_metrics = _run(
+        tmp_path, "disk", monkeypatch, directory=tmp_path / "state"
+    )
+    assert mem_store.clients() and mem_store.clients() == disk_store.clients()
+    for c in mem_store.clients():
+        _same(mem_store.get(c), disk_store.get(c))
+    assert mem["model_sha256"] == disk["model_sha256"]
+    assert _strip_wall(mem_metrics) == _strip_wall(disk_metrics)
+    disk_store.close()
+    mem_store.close()
