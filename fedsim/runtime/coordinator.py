@@ -211,6 +211,7 @@ class Coordinator:
             "wall_time_total": time.perf_counter() - wall0,
             "bytes_up_total": st.bytes_up,
             "bytes_down_total": st.bytes_down,
+            "energy_j_total": st.energy_j,
             "model_params": self.n_params,
             "model_sha256": model_sha256(self.model.state_dict()),
             "codec": {"uplink": sc.codec.uplink, "downlink": sc.codec.downlink},

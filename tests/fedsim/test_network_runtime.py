@@ -118,3 +118,20 @@ def test_traffic_command_totals_match_summary(tmp_path):
         check=True,
     ).stdout
     assert "traffic by round" in table and "traffic by client" in table
+
+
+def test_energy_is_reported_and_adds_up(tmp_path):
+    fp32 = run(tmp_path, "heterogeneous.toml", "e32", "--rounds", "3")
+    q4 = run(tmp_path, "heterogeneous.toml", "e4", "--rounds", "3", "--set", "codec.uplink=q4:stochastic")
+    for out in (fp32, q4):
+        s = json.loads((out / "summary.json").read_text())
+        rows = list(read_jsonl(out / "metrics.jsonl"))
+        assert s["energy_j_total"] == pytest.approx(sum(m["energy_j"] for m in rows))
+        for m in rows:
+            parts = sum(m[k] for k in m if k.startswith("energy_") and k != "energy_j")
+            assert m["energy_j"] == pytest.approx(parts) and m["energy_j"] > 0
+        ups = [t for t in read_jsonl(out / "traffic.jsonl") if t["kind"] == "update"]
+        assert all(t["energy_j"] >= 0 for t in ups)
+    up32 = sum(m["energy_up_j"] for m in read_jsonl(fp32 / "metrics.jsonl"))
+    up4 = sum(m["energy_up_j"] for m in read_jsonl(q4 / "metrics.jsonl"))
+    assert up4 < up32  # fewer bytes on the uplink cost less radio energy
