@@ -101,6 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"--resume: {args.scenario} has runtime.checkpoint_every = 0 (no checkpoints to resume from)"
         )
 
+    if args.sweep:
+        scenario = _add_sweep_variants(scenario, args.sweep, args.scenario)
     runs = (
         variant_scenarios(scenario, file=args.scenario) if scenario.variants else [("", scenario)]
     )
@@ -134,6 +136,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"up={_fmt_bytes(summary['bytes_up_total'])} down={_fmt_bytes(summary['bytes_down_total'])} "
                 f"-> {target}"
             )
+    if len(runs) > 1:
+        from fedsim.report.compare import build_comparison, render_compare_table, write_comparison
+
+        comp = build_comparison([out / n for n, _ in runs], scenario.eval.target_accuracy)
+        md = write_comparison(comp, out, stem="comparison")
+        if not args.quiet:
+            print(render_compare_table(comp.rows, "table"), end="")
+        print(f"comparison: {md} (+ comparison.json)")
     return 0
 
 
@@ -146,6 +156,32 @@ def _data_errors_name(file: str):
         yield
     except DataError as e:
         raise ScenarioError(str(e), file=file) from None
+
+
+def _add_sweep_variants(scenario: Any, sweeps: list[str], file: str) -> Any:
+    """`--sweep key=v1,v2` (repeatable): the grid of all combinations, as variants."""
+    import itertools
+    import re
+
+    from fedsim.scenario import parse_override
+    from fedsim.scenario.load import apply_overrides, validate_doc
+
+    axes = []
+    for item in sweeps:
+        if "=" not in item:
+            raise UsageError(f"--sweep {item!r}: expected key=v1,v2,...")
+        key, values = item.split("=", 1)
+        vals = [v for v in values.split(",") if v != ""]
+        if not vals:
+            raise UsageError(f"--sweep {item!r}: no values")
+        axes.append([(key.strip(), parse_override(f"{key.strip()}={v}")[1], v) for v in vals])
+    variants = [v.model_dump() for v in scenario.variants]
+    for combo in itertools.product(*axes):
+        name = "_".join(f"{k.split('.')[-1]}-{raw}" for k, _, raw in combo)
+        name = re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
+        variants.append({"name": name, **apply_overrides({}, [(k, v) for k, v, _ in combo])})
+    doc = {**scenario.model_dump(exclude={"variants"}), "variants": variants}
+    return validate_doc(doc, file=file)
 
 
 def _check_same_scenario(scenario: Any, run_dir: Path) -> None:
@@ -287,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--transport", choices=["inproc", "ipc", "tcp"])
     r.add_argument("--workers", type=int)
     r.add_argument("--variant", action="append", help="run only this variant (repeatable)")
+    r.add_argument(
+        "--sweep",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="grid over values of a key (repeatable); each combination runs as a variant",
+    )
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
     r.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"

@@ -32,6 +32,10 @@ COLUMNS: dict[str, tuple[str, Any]] = {
     "rounds_to_target": ("rounds to target", lambda v: "–" if v is None else str(v)),
     "time_to_target": ("sim time to target", fmt_seconds),
     "bytes_to_target": ("bytes to target", fmt_bytes),
+    "paper_bits_up_to_target": (
+        "paper Mbit up to target",
+        lambda v: "–" if v is None else f"{v / 1e6:.1f}",
+    ),
     "bytes_up_total": ("bytes up", fmt_bytes),
     "bytes_down_total": ("bytes down", fmt_bytes),
     "sim_time_total": ("sim time", fmt_seconds),
@@ -93,6 +97,13 @@ def build_comparison(run_dirs: list[Path], target: float | None = None) -> Compa
             row.update(time_to_target(run, target))
         else:
             row.update(rounds_to_target=None, time_to_target=None, bytes_to_target=None)
+        if any("paper_bits_up" in m for m in run.metrics):  # the papers' own accounting
+            upto = row["rounds_to_target"]
+            row["paper_bits_up_to_target"] = (
+                None
+                if upto is None
+                else sum(m.get("paper_bits_up") or 0 for m in run.metrics if m["round"] <= upto)
+            )
         for key in ("bytes_up_total", "bytes_down_total", "sim_time_total", "energy_j_total"):
             row[key] = run.stat(key)
         rows.append(row)
@@ -103,11 +114,11 @@ def build_comparison(run_dirs: list[Path], target: float | None = None) -> Compa
 
 
 def _human_table(rows: list[dict[str, Any]]) -> Table:
-    keys = [k for k in COLUMNS if k in rows[0]]
+    keys = [k for k in COLUMNS if any(k in r for r in rows)]
     return Table(
         "Runs",
         [COLUMNS[k][0] for k in keys],
-        [[COLUMNS[k][1](r[k]) for k in keys] for r in rows],
+        [[COLUMNS[k][1](r.get(k)) for k in keys] for r in rows],
     )
 
 
@@ -117,7 +128,8 @@ def render_compare_table(rows: list[dict[str, Any]], fmt: str) -> str:
         return json.dumps(rows, indent=1)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else [])
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(buf, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
         return buf.getvalue()
@@ -148,8 +160,8 @@ COMPARE_FIGURES = [
 ]
 
 
-def write_comparison(comp: Comparison, out_dir: Path) -> Path:
-    """Figures, compare.md, compare.html and compare.json (the rows) in out_dir."""
+def write_comparison(comp: Comparison, out_dir: Path, stem: str = "compare") -> Path:
+    """Figures, <stem>.md, <stem>.html and <stem>.json (the rows) in out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = []
@@ -169,10 +181,10 @@ def write_comparison(comp: Comparison, out_dir: Path) -> Path:
         "Runs: " + "; ".join(f"{r.name} = {r.path}" for r in comp.runs),
     ]
     blocks: list[Table | Image] = [_human_table(comp.rows), *images]
-    md = out_dir / "compare.md"
+    md = out_dir / f"{stem}.md"
     md.write_text(render_markdown(title, notes, blocks, out_dir), encoding="utf-8")
-    (out_dir / "compare.html").write_text(render_html(title, notes, blocks), encoding="utf-8")
-    (out_dir / "compare.json").write_text(
+    (out_dir / f"{stem}.html").write_text(render_html(title, notes, blocks), encoding="utf-8")
+    (out_dir / f"{stem}.json").write_text(
         json.dumps({"target": comp.target, "note": comp.target_note, "rows": comp.rows}, indent=1)
         + "\n",
         encoding="utf-8",

@@ -117,7 +117,8 @@ class DeviceMix(Strict):
     jitter: Duration | None = Field(None, description="override latency jitter (std dev)")
     spread: float = Field(0.0, ge=0, description="lognormal sigma on rates and FLOP/s")
     power: dict[str, float] | None = Field(
-        None, description="override power-model figures of this profile, e.g. {compute_w = 3.0} (docs/energy.md)"
+        None,
+        description="override power-model figures of this profile, e.g. {compute_w = 3.0} (docs/energy.md)",
     )
 
 
@@ -173,6 +174,12 @@ class ServerCfg(Strict):
 class EvalCfg(Strict):
     every: int = Field(1, ge=1, description="evaluate every N rounds (and the last)")
     batch_size: int = Field(1000, ge=1, description="evaluation batch size")
+    target_accuracy: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="accuracy for the time/bytes/bits-to-target columns of comparisons",
+    )
     ptq: list[str] = Field(
         default_factory=list,
         description='post-training quantization of the final model, e.g. ["W8A8", "W4A4", "W2"] (summary.json "ptq")',

@@ -152,3 +152,38 @@ def test_different_seed_differs(tmp_path, two_runs):
     sa = json.loads((two_runs[0] / "summary.json").read_text())
     sc = json.loads((c / "summary.json").read_text())
     assert sa["model_sha256"] != sc["model_sha256"]
+
+
+def test_sweep_runs_a_grid_and_writes_a_comparison(tmp_path):
+    scen = tmp_path / "s.toml"
+    scen.write_text(
+        SMALL.replace("rounds = 3", "rounds = 1").replace("local_steps = 5", "local_steps = 1")
+    )
+    out = tmp_path / "sweep"
+    args = [
+        "run",
+        str(scen),
+        "--out",
+        str(out),
+        "--quiet",
+        "--sweep",
+        "codec.uplink=fp32,q4",
+        "--sweep",
+        "clients.per_round=2,3",
+    ]
+    assert main(args) == 0
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == [
+        "uplink-fp32_per_round-2",
+        "uplink-fp32_per_round-3",
+        "uplink-q4_per_round-2",
+        "uplink-q4_per_round-3",
+    ]
+    rows = {r["run"]: r for r in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert set(rows) == set(names) and (out / "comparison.md").exists()
+    for n in names:
+        s = json.loads((out / n / "summary.json").read_text())
+        assert rows[n]["bytes_up_total"] == s["bytes_up_total"]
+    q4 = json.loads((out / "uplink-q4_per_round-2" / "summary.json").read_text())
+    fp = json.loads((out / "uplink-fp32_per_round-2" / "summary.json").read_text())
+    assert q4["bytes_up_total"] < 0.14 * fp["bytes_up_total"]  # 4-bit codes + scales vs fp32
