@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"runtime.transport={args.transport!r}".replace("'", '"'))
     if args.workers is not None:
         overrides.append(f"runtime.workers={args.workers}")
+    if args.executor is not None:
+        overrides.append(f'runtime.executor="{args.executor}"')
     scenario = load_scenario(args.scenario, overrides)
     _validate_deep(scenario, args.scenario)
     if args.out:
@@ -322,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int)
     r.add_argument("--transport", choices=["inproc", "ipc", "tcp"])
     r.add_argument("--workers", type=int)
+    r.add_argument("--executor", choices=["zmq", "ray"], help="who runs clients (default: zmq)")
     r.add_argument("--variant", action="append", help="run only this variant (repeatable)")
     r.add_argument(
         "--sweep",

@@ -7,6 +7,7 @@ so bytes, simulated time and results do not depend on which one ran.
 - `InprocExecutor`: a client actor in the coordinator's own process, reached through
   ZeroMQ's inproc transport (messages are still encoded and really sent).
 - `ZmqWorkerExecutor` (fedsim.runtime.workers): worker processes over ipc/tcp.
+- `RayExecutor` (fedsim.runtime.ray_executor): Ray actors, locally or on a cluster.
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ def make_executor(
     scenario: Any, runner_factory: Any, *, scenario_toml: str, on_event: Any
 ) -> Executor:
     rt = scenario.runtime
+    if rt.executor == "ray":
+        from fedsim.runtime.ray_executor import RayExecutor
+
+        return RayExecutor(scenario, scenario_toml, on_event=on_event)
     if rt.transport == "inproc":
         return InprocExecutor(runner_factory())
     from fedsim.runtime.workers import ZmqWorkerExecutor

@@ -91,6 +91,11 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
             "runtime.workers",
             f"transport {sc.runtime.transport!r} needs workers >= 1 (or runtime.endpoint for workers started by hand)",
         )
+    if sc.runtime.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            _fail(file, "runtime.executor", 'Ray is not installed (pip install "fedsim[ray]")')
     if sc.runtime.endpoint and not sc.runtime.endpoint.startswith(f"{sc.runtime.transport}://"):
         _fail(
             file,

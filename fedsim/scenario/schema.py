@@ -187,10 +187,16 @@ class EvalCfg(Strict):
 
 
 class RuntimeCfg(Strict):
+    executor: Literal["zmq", "ray"] = Field(
+        "zmq",
+        description='who runs clients: "zmq" (in process or ZeroMQ workers, see transport) or "ray" (Ray actors, docs/scale-out.md)',
+    )
     transport: Literal["inproc", "ipc", "tcp"] = Field(
         "inproc", description="ZeroMQ transport between coordinator and clients"
     )
-    workers: int = Field(0, ge=0, description="worker processes to spawn (ipc/tcp)")
+    workers: int = Field(
+        0, ge=0, description="worker processes to spawn (ipc/tcp), or Ray actors (executor = ray)"
+    )
     torch_threads: int = Field(
         1, ge=1, description="torch threads per client process (fixed for determinism)"
     )
@@ -210,6 +216,16 @@ class RuntimeCfg(Strict):
     )
     curve_keys: str | None = Field(
         None, description="folder from `fedsim keys generate`: CURVE-encrypt and authenticate tcp"
+    )
+    ray_address: str | None = Field(
+        None,
+        description='Ray cluster to join: "auto", "HOST:6379" or "ray://HOST:10001" (default: a local Ray instance for the run)',
+    )
+    ray_num_cpus_per_client: float = Field(
+        1.0, gt=0, description="CPUs each Ray client actor reserves"
+    )
+    ray_num_gpus_per_client: float = Field(
+        0.0, ge=0, description="GPUs each Ray client actor reserves (fractions allowed)"
     )
 
 
