@@ -198,6 +198,8 @@ def plots(runs: dict[str, dict], img: Path, mnist_rows, cifar_rows, mnist_label)
             r = runs[name]
             xs = [m["sim_time"] for m in r["metrics"] if m.get("test_accuracy") is not None]
             ax.plot(xs, [a for _, a in r["evals"]], "o-", label=name)
+    rounds = max(len(r["metrics"]) for r in runs.values())
+    ax.set_title(f"global model, {rounds} rounds", fontsize=9)
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=7)
@@ -220,7 +222,7 @@ def write_page(
     rest, block = split_bytes((3, 32, 32), 16, 3)
     cifar = {r[0]: r[3] for r in cifar_rows}
     mnist_label = f"mnist5k shapes (width {w_}, {st_} stages, {norm_} norm)"
-    images = plots(runs, ROOT / IMG, mnist_rows, cifar_rows, mnist_label)
+    images = plots(long or runs, ROOT / IMG, mnist_rows, cifar_rows, mnist_label)
     L: list[str] = []
     w = L.append
     w("# Neural-ODE FL: ODE-Net vs ResNet on the wire, and flexible FL\n")
@@ -472,30 +474,63 @@ def write_page(
                 f"{dm:+.1f} points; simulated time {lm['summary']['sim_time_total']:.1f} s vs "
                 f"{lo['summary']['sim_time_total']:.1f} s for the same {LONG_ROUNDS} rounds."
             )
+        l1 = long.get("odenet-uniform-c1")
+        if lm and l1 and {1, 4} <= set(lm["last3_c"]) and {1, 4} <= set(l1["last3_c"]):
+            w(
+                "Mixed C is not just the cheap clients' model: trained only at C = 1, the "
+                f"ODE-Net scores {l1['last3_c'][1]:.3f} at C = 1 but {l1['last3_c'][4]:.3f} at "
+                f"C = 4, while the mixed-C model scores {lm['last3_c'][1]:.3f} and "
+                f"{lm['last3_c'][4]:.3f}: merging models run at different C gives one model "
+                "that works at every C it was trained at, in the same simulated time as "
+                "everyone running C = 1."
+            )
         w("")
     w("## 5. Gaps against PAPERS.md Sec. 3\n")
     rows4 = runs.get("odenet-n4"), runs.get("resnet-n4")
+    lo = (long or {}).get("odenet-n4")
+    lr_ = (long or {}).get("resnet-n4")
+    lm = (long or {}).get("odenet-mixed")
     if all(rows4):
         s4 = 1 - rows4[0]["round_bytes"] / rows4[1]["round_bytes"]
         w(
             f"- Bytes at n = 4: measured {pct(s4)} saved on mnist5k shapes, "
             f"{pct(cifar_rows[3][3])} counted on CIFAR-10 shapes; target >= 85%. Not met, and "
-            "not meetable at n = 4 (Sec. 2); the 85-90% figures hold from n = 12 "
-            "(ResNet-74 and deeper counterparts)."
+            "not meetable at n = 4 (Sec. 2); 85% needs n = 12 (ResNet-74) on CIFAR-10 shapes."
         )
         d4 = 100 * (rows4[0]["final_acc"] - rows4[1]["final_acc"])
+        line = (
+            f"- Accuracy at n = 4 (target: within 2 points): ODE-Net {d4:+.1f} points vs "
+            f"ResNet-4 after {doc['rounds']} rounds"
+        )
+        if lo and lr_:
+            dd = 100 * (lo["last3"] - lr_["last3"])
+            db = 100 * (lo["best_acc"] - lr_["best_acc"])
+            line += (
+                f", {dd:+.1f} points (mean of the last three evaluations) and {db:+.1f} "
+                f"(best) after {LONG_ROUNDS} rounds"
+            )
+            ok = abs(dd) <= 2
+        else:
+            ok = abs(d4) <= 2
         w(
-            f"- Accuracy at n = 4: ODE-Net {d4:+.1f} points vs ResNet-4 (final evaluation) "
-            f"({'within' if abs(d4) <= 2 else 'outside'} the 2-point target), one seed, "
-            f"{doc['rounds']} rounds on mnist5k; CIFAR-10 was not trained here (2 CPU cores)."
+            line + f": {'met' if ok else 'not met'} on this evidence (one seed, mnist5k, "
+            "width 8; CIFAR-10 was not trained on 2 CPU cores)."
         )
     if u and m:
-        w(
-            f"- Mixed C: {d_acc:+.1f} points vs uniform C = 4 after {doc['rounds']} rounds, "
-            f"round time {m['round_s']:.2f} s vs {u['round_s']:.2f} s (Sec. 4)."
+        line = (
+            f"- Mixed C (target: within 1 point of uniform C, shorter rounds): "
+            f"{d_acc:+.1f} points after {doc['rounds']} rounds"
         )
-    if long and long.get("odenet-n4") and long.get("resnet-n4"):
-        w(f"- {LONG_ROUNDS}-round runs: see Sec. 4c for the accuracy gaps once models converge.")
+        if lo and lm:
+            dm = 100 * (lm["last3_c"].get(4, lm["last3"]) - lo["last3_c"].get(4, lo["last3"]))
+            line += f", {dm:+.1f} points after {LONG_ROUNDS} rounds"
+            ok = dm >= -1
+        else:
+            ok = d_acc >= -1
+        w(
+            line + f"; rounds {pct(1 - m['round_s'] / u['round_s'])} shorter in simulated time: "
+            f"{'met' if ok and m['round_s'] < u['round_s'] else 'not met'}."
+        )
     w(
         "- Not done: several seeds, CIFAR-10 training runs, RK4 in FL (the solver exists in the "
         "model and is unit-tested there), GroupNorm runs at width >= 64.\n"
