@@ -68,6 +68,11 @@ def int_record(name: str, w: np.ndarray, step: float, bits: int) -> TensorRecord
     return TensorRecord(name, f"q{bits}", tuple(w.shape), {}, (packed, scales))
 
 
+def positive_step(v: np.ndarray) -> np.ndarray:
+    """A step size's magnitude, kept away from zero (a learned step may cross zero)."""
+    return np.maximum(np.abs(v), np.float32(1e-8)).astype(np.float32)
+
+
 def project(w: np.ndarray, step: float, bits: int) -> np.ndarray:
     """w on its LSQ grid: s·clip(round(w/s), −Q_N, Q_P)."""
     qn, qp = signed_range(bits)
@@ -109,8 +114,11 @@ class OQFL(FedAvg):
             return global_state
         mean = weighted_mean(results, weighted=self.options.weighted)
         if self.options.wire == "latent":
-            return {k: (global_state[k] + mean[k]).astype(np.float32) for k in global_state}
+            out = {k: (global_state[k] + mean[k]).astype(np.float32) for k in global_state}
+            out.update({k: positive_step(v) for k, v in out.items() if k.endswith("_step")})
+            return out
         out = {k: mean[k].astype(np.float32) for k in global_state}
+        out.update({k: positive_step(v) for k, v in out.items() if k.endswith("_step")})
         for layer, b in self._bits.items():
             out[f"{layer}.weight"] = project(
                 out[f"{layer}.weight"], float(out[f"{layer}.w_step"][0]), b
@@ -139,6 +147,11 @@ class OQFL(FedAvg):
             update.tensors = {
                 k: (v + ctx.global_state[k]).astype(np.float32) for k, v in update.tensors.items()
             }
+            # SGD can push a learned step through zero; s and −s quantize alike locally, but
+            # the codes and the server's average need the magnitude
+            for k, v in update.tensors.items():
+                if k.endswith("_step"):
+                    update.tensors[k] = positive_step(v)
         return update
 
     def encode_update(
