@@ -11,6 +11,9 @@ one-off cost reported separately as `startup_s`, with the end-to-end efficiency 
 `schedule_bound` is the best efficiency fedsim's dispatch order allows for the measured
 per-task times (tasks handed out in client-id order to whichever worker is free): clients
 have different data sizes, so the two workers cannot always finish together.
+`task_slowdown` is the time the same tasks took inside the two workers over the time they
+took in process: above 1 the workers were competing for CPU (with each other, with the
+coordinator, or with other work on the machine) rather than waiting on fedsim.
 
     python benchmarks/bench_workers.py [--quick] [--json PATH]
 """
@@ -70,6 +73,11 @@ def schedule_bound(task_s: dict[int, list[float]], workers: int, first: int = 2)
     return busy / (workers * makespan) if makespan else float("nan")
 
 
+def _busy(task_s: dict[int, list[float]], first: int = 2) -> float:
+    """Time spent inside tasks (decode, train, encode) from round `first` on."""
+    return sum(sum(t) for rnd, t in task_s.items() if rnd >= first)
+
+
 def run(quick: bool = False) -> dict[str, dict]:
     inproc = _timed_run(_scenario(quick))
     multi = _timed_run(_scenario(quick, 'runtime.transport="ipc"', f"runtime.workers={WORKERS}"))
@@ -88,6 +96,9 @@ def run(quick: bool = False) -> dict[str, dict]:
                 "startup_s": startup,
                 "end_to_end_efficiency": inproc["wall_s"] / (WORKERS * multi["wall_s"]),
                 "schedule_bound": schedule_bound(inproc["task_s"], WORKERS),
+                "inproc_task_s": _busy(inproc["task_s"]),
+                "workers2_task_s": _busy(multi["task_s"]),
+                "task_slowdown": _busy(multi["task_s"]) / _busy(inproc["task_s"]),
                 "rounds_counted": len(inproc["rounds_s"]) - 1,
                 "per_round": 4 if quick else 10,
                 "torch_threads": 1,
@@ -100,7 +111,8 @@ def run(quick: bool = False) -> dict[str, dict]:
 def _describe(raw: dict) -> str:
     return (
         f"schedule bound {raw['schedule_bound']:.3f}, end to end "
-        f"{raw['end_to_end_efficiency']:.3f}, worker start-up {raw['startup_s']:.1f} s"
+        f"{raw['end_to_end_efficiency']:.3f}, worker start-up {raw['startup_s']:.1f} s, "
+        f"task slowdown in workers {raw['task_slowdown']:.2f}"
     )
 
 

@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "none for --quick); with --only, the chosen figures are updated in it",
     )
     ap.add_argument("--profile", metavar="DIR", help="write a cProfile of each benchmark here")
+    ap.add_argument("--note", help="free text kept in the results file (e.g. what else ran)")
     args = ap.parse_args(argv)
     benches = select(args.only)
     json_path = Path(args.json) if args.json else (None if args.quick else DEFAULT_JSON)
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "git_commit": git_commit(),
             "machine": machine(),
             "load_avg": {"before": list(load_before), "after": list(load_after)},
+            "note": args.note,
             "wall_s": wall,
             "values": {k: v.get("value") for k, v in figures.items()},
             "figures": figures,
