@@ -393,8 +393,9 @@ class Coordinator:
             c = tl.client_id
             e = self.net.energy(c, tl, down_wire, wire_bytes(by_client[c].update), comp[c], t_end)
             energies.append(e)
+            extra = {"client_config": cfgs[c]} if cfgs[c] else {}
             ok, d, u = self._log_client(
-                out, rnd, tl, plan, (down_wire, down_payload), by_client[c], energy=e
+                out, rnd, tl, plan, (down_wire, down_payload), by_client[c], energy=e, **extra
             )
             down += d
             up += u
