@@ -245,12 +245,21 @@ def cmd_list(args: argparse.Namespace) -> int:
         sections["devices"] = describe_profiles()
     except ImportError:
         pass
-    try:
-        from fedsim.codecs.pipeline import describe_codecs
-
-        sections["codecs"] = describe_codecs()
-    except ImportError:
-        pass
+    sections["codecs"] = [
+        ("fp32 | fp16 | bf16", "lossless floats (bf16: round to nearest even)"),
+        (
+            "q<1..16>[:per=channel|:bucket=B][:stochastic]",
+            "uniform k-bit codes + fp32 min/step per tensor, channel or bucket",
+        ),
+        ("qsgd[:s=S][:bucket=B]", "QSGD: norm + sign + s stochastic levels"),
+        ("sign[:per=...|:bucket=B]", "1 bit per value + scale"),
+        (
+            "topk:K | randk:K [:mask=auto|bitmap|index|golomb]",
+            "sparsify (K fraction or count); mask encoding, auto = smallest",
+        ),
+        ("SPARSE+DENSE", "compose, e.g. topk:0.01+q8 (kept values quantized)"),
+        ("ef(SPEC)", "error feedback: the residual stays with the client and is added next round"),
+    ]
     wanted = args.what or list(sections)
     console = Console()
     for what in wanted:
