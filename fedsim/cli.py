@@ -246,7 +246,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     sections["codecs"] = [
-        ("fp32 | fp16 | bf16", "lossless floats (bf16: round to nearest even)"),
+        ("fp32 | fp16 | bf16", "floats: fp32 exact; fp16 and bf16 rounded to nearest even"),
         (
             "q<1..16>[:per=channel|:bucket=B][:stochastic]",
             "uniform k-bit codes + fp32 min/step per tensor, channel or bucket",
