@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import pstats
+import shlex
 import subprocess
 import sys
 import time
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if json_path is not None:
         doc = {
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
+            "command": shlex.join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
             "quick": args.quick,
             "git_commit": git_commit(),
             "machine": machine(),
