@@ -139,6 +139,27 @@ class InprocExecutor(Executor):
         self.ctx.term()
 
 
+def corrupt_result(ex: Any, task: P.Task, worker: str, pid: int | None, error: Exception) -> None:
+    """A malformed result from a worker or actor: log it and run the task again, once; a
+    second malformed result for the same task stops the run rather than go on with bad data.
+    `ex` has `on_event`, `pending` (deque), `corrupt` (counts per task id) and `fatal`."""
+    ex.on_event("corrupt_message", worker=worker, pid=pid, error=str(error))
+    ex.corrupt[task.task_id] += 1
+    if ex.corrupt[task.task_id] > 1:
+        ex.fatal = RuntimeFailure(
+            f"malformed result for client {task.client_id} in round {task.round} twice: {error}"
+        )
+        return
+    ex.pending.appendleft(task)
+    ex.on_event(
+        "redispatch",
+        task=task.task_id,
+        round=task.round,
+        client=task.client_id,
+        reason="corrupt_message",
+    )
+
+
 def make_executor(
     scenario: Any, runner_factory: Any, *, scenario_toml: str, on_event: Any
 ) -> Executor:

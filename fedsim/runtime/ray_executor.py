@@ -39,7 +39,7 @@ from typing import Any
 from fedsim.codecs.wire import WireError, unpack_message
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime import protocol as P
-from fedsim.runtime.executors import Executor
+from fedsim.runtime.executors import Executor, corrupt_result
 
 DEFAULT_LOCAL_ACTORS = 2  # a local Ray instance (no address) gets this many CPUs by default
 MAX_LOSSES_PER_TASK = 3  # a client that kills its actor this many times stops the run
@@ -439,21 +439,7 @@ class RayExecutor(Executor):
             if res.state:
                 P.unpack_state(res.state)
         except WireError as e:
-            self.on_event("corrupt_message", worker=a.name, pid=a.pid, error=str(e))
-            self.corrupt[task.task_id] += 1
-            if self.corrupt[task.task_id] > 1:
-                self.fatal = RuntimeFailure(
-                    f"malformed result for client {task.client_id} in round {task.round} twice: {e}"
-                )
-            else:
-                self.pending.appendleft(task)
-                self.on_event(
-                    "redispatch",
-                    task=task.task_id,
-                    round=task.round,
-                    client=task.client_id,
-                    reason="corrupt_message",
-                )
+            corrupt_result(self, task, a.name, a.pid, e)
             return
         self.results[res.task_id] = P.TaskResult(
             res.task_id, res.round, res.client_id, list(res.update), list(res.state), res.meta

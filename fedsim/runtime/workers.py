@@ -32,7 +32,7 @@ import zmq.asyncio
 from fedsim.codecs.wire import WireError, unpack_message
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime import protocol as P
-from fedsim.runtime.executors import Executor, configure_socket
+from fedsim.runtime.executors import Executor, configure_socket, corrupt_result
 
 
 @dataclass
@@ -102,7 +102,7 @@ class ZmqWorkerExecutor(Executor):
         self.procs: list[subprocess.Popen] = []
         self.pending: collections.deque[P.Task] = collections.deque()
         self.results: dict[int, P.TaskResult] = {}
-        self.failures: dict[int, int] = collections.defaultdict(int)
+        self.corrupt: dict[int, int] = collections.defaultdict(int)
         self.fatal: BaseException | None = None
         self._changed = asyncio.Event()
         self._bg: list[asyncio.Task] = []
@@ -321,23 +321,10 @@ class ZmqWorkerExecutor(Executor):
             except WireError as e:
                 if w is None:
                     continue
-                task = w.task
-                self.on_event("corrupt_message", worker=ident.hex(), pid=w.pid, error=str(e))
-                if task is not None:
-                    self.failures[task.task_id] += 1
-                    if self.failures[task.task_id] > 1:
-                        self.fatal = RuntimeFailure(
-                            f"malformed result for client {task.client_id} in round {task.round} twice: {e}"
-                        )
-                    else:
-                        self.pending.appendleft(task)
-                        self.on_event(
-                            "redispatch",
-                            task=task.task_id,
-                            round=task.round,
-                            client=task.client_id,
-                            reason="corrupt_message",
-                        )
+                if w.task is None:
+                    self.on_event("corrupt_message", worker=ident.hex(), pid=w.pid, error=str(e))
+                else:
+                    corrupt_result(self, w.task, ident.hex(), w.pid, e)
                     w.state, w.task = "idle", None
             self._changed.set()
 
