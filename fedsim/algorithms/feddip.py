@@ -232,6 +232,7 @@ class FedDIP(Algorithm):
         downlink = "fp32"
         if self.options.sparse_downlink and is_sparse:
             dense_sizes = [v.size for k, v in global_state.items() if k not in nnz]
+            # the label of the traffic rows; encode_payload sends exact per-tensor records
             downlink = f"topk:{max([*nnz.values(), *dense_sizes, 1])}"
         return RoundPlan(
             payload=global_state,
@@ -244,6 +245,27 @@ class FedDIP(Algorithm):
                 "s_upload": self.target(rnd),  # what the server keeps after this round
             },
         )
+
+    def encode_payload(self, rnd: int, plan: RoundPlan, rng: np.random.Generator) -> list:
+        """The pruned global model as exact per-tensor sparse records (values at the mask's
+        positions + the smallest mask encoding), dense tensors in fp32."""
+        if plan.downlink == "fp32" or self.mask is None:
+            return super().encode_payload(rnd, plan, rng)
+        records, _, _ = sparse_records(plan.payload, self.mask, self.options.mask, rng)
+        return records
+
+    def server_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if self.mask is None:
+            return {}, {}
+        return {"has_mask": True}, {f"mask/{k}": v.astype(np.uint8) for k, v in self.mask.items()}
+
+    def load_server_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if meta.get("has_mask"):
+            self.mask = {
+                k[len("mask/") :]: v.astype(bool)
+                for k, v in arrays.items()
+                if k.startswith("mask/")
+            }
 
     def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
         if not results:
@@ -297,6 +319,7 @@ class FedDIP(Algorithm):
         recs, _, st = sparse_records(global_state, mask, self.options.mask, rng)
         exact = wire_bytes(pack_message("model", {"round": rnd + 1}, recs))
         spec = self.configure_round(rnd + 1, global_state).downlink
+        # what one shared spec would cost (before the encode_payload hook sent exact records)
         rt_recs, _ = encode_tensors(global_state, parse_codec(spec), rng, None)
         runtime = wire_bytes(pack_message("model", {"round": rnd + 1}, rt_recs))
         row["down_values"] = st["values"]
