@@ -14,6 +14,11 @@ have different data sizes, so the two workers cannot always finish together.
 `task_slowdown` is the time the same tasks took inside the two workers over the time they
 took in process: above 1 the workers were competing for CPU (with each other, with the
 coordinator, or with other work on the machine) rather than waiting on fedsim.
+`coordinator_serial_s` is the in-process rounds' time outside the tasks: the coordinator's
+own work (evaluating the global model every round above all), which no worker can take
+over; `amdahl_bound` is the efficiency it and `schedule_bound` leave possible.
+`machine_ceiling` is what the machine itself allows: a fixed 1-thread torch matmul loop
+alone, over the same loop in two processes at once (1.0 means two full cores).
 
     python benchmarks/bench_workers.py [--quick] [--json PATH]
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import sys
 import tempfile
 import time
@@ -73,17 +79,58 @@ def schedule_bound(task_s: dict[int, list[float]], workers: int, first: int = 2)
     return busy / (workers * makespan) if makespan else float("nan")
 
 
+_SPIN = """
+import sys, time, torch
+torch.set_num_threads(1)
+a = torch.randn(256, 256)
+start = float(sys.argv[1])
+while time.time() < start:
+    time.sleep(0.001)
+t = time.perf_counter()
+for _ in range(int(sys.argv[2])):
+    a @ a
+print(time.perf_counter() - t)
+"""
+
+
+def machine_ceiling(iters: int = 3000) -> dict:
+    """What two 1-thread torch processes get from this machine: the time of a fixed matmul
+    loop alone over its time when two run at once (1.0: two full cores; 0.5: one core's
+    worth shared, e.g. SMT siblings, a CPU quota, or other work)."""
+    import subprocess
+
+    def spin(n_procs: int) -> float:
+        start = time.time() + 4.0  # after torch has been imported
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _SPIN, str(start), str(iters)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            for _ in range(n_procs)
+        ]
+        return max(float(p.communicate()[0]) for p in procs)
+
+    alone, pair = spin(1), spin(2)
+    return {"alone_s": alone, "pair_s": pair, "ceiling": alone / pair}
+
+
 def _busy(task_s: dict[int, list[float]], first: int = 2) -> float:
     """Time spent inside tasks (decode, train, encode) from round `first` on."""
     return sum(sum(t) for rnd, t in task_s.items() if rnd >= first)
 
 
 def run(quick: bool = False) -> dict[str, dict]:
+    ceiling = machine_ceiling(300 if quick else 3000)
     inproc = _timed_run(_scenario(quick))
     multi = _timed_run(_scenario(quick, 'runtime.transport="ipc"', f"runtime.workers={WORKERS}"))
     steady_in = sum(inproc["rounds_s"][1:])
     steady_multi = sum(multi["rounds_s"][1:])
     startup = multi["rounds_s"][0] - inproc["rounds_s"][0]
+    tasks = _busy(inproc["task_s"])
+    serial = steady_in - tasks  # the coordinator's own work per round (evaluation above all)
+    bound = schedule_bound(inproc["task_s"], WORKERS)
     return {
         "workers2_efficiency": {
             "value": steady_in / (WORKERS * steady_multi),
@@ -95,10 +142,14 @@ def run(quick: bool = False) -> dict[str, dict]:
                 "workers2_wall_s": multi["wall_s"],
                 "startup_s": startup,
                 "end_to_end_efficiency": inproc["wall_s"] / (WORKERS * multi["wall_s"]),
-                "schedule_bound": schedule_bound(inproc["task_s"], WORKERS),
-                "inproc_task_s": _busy(inproc["task_s"]),
+                "schedule_bound": bound,
+                "inproc_task_s": tasks,
                 "workers2_task_s": _busy(multi["task_s"]),
-                "task_slowdown": _busy(multi["task_s"]) / _busy(inproc["task_s"]),
+                "task_slowdown": _busy(multi["task_s"]) / tasks,
+                "coordinator_serial_s": serial,
+                "amdahl_bound": steady_in / (WORKERS * (serial + tasks / (WORKERS * bound))),
+                "machine_ceiling": ceiling["ceiling"],
+                "machine_ceiling_s": ceiling,
                 "rounds_counted": len(inproc["rounds_s"]) - 1,
                 "per_round": 4 if quick else 10,
                 "torch_threads": 1,
@@ -112,7 +163,9 @@ def _describe(raw: dict) -> str:
     return (
         f"schedule bound {raw['schedule_bound']:.3f}, end to end "
         f"{raw['end_to_end_efficiency']:.3f}, worker start-up {raw['startup_s']:.1f} s, "
-        f"task slowdown in workers {raw['task_slowdown']:.2f}"
+        f"task slowdown in workers {raw['task_slowdown']:.2f}, Amdahl bound "
+        f"{raw['amdahl_bound']:.3f} ({raw['coordinator_serial_s']:.1f} s serial), "
+        f"machine ceiling {raw['machine_ceiling']:.2f}"
     )
 
 
