@@ -286,17 +286,21 @@ def main(argv: list[str] | None = None) -> int:
             "values": {k: v.get("value") for k, v in figures.items()},
             "figures": figures,
         }
-        if args.only and json_path.exists():  # keep the other figures of an earlier run
+        if args.only and json_path.exists():
+            # update the chosen figures of the earlier run; its own header stays as it was
             try:
                 old = json.loads(json_path.read_text())
-                doc["values"] = {**old.get("values", {}), **doc["values"]}
-                doc["figures"] = {**old.get("figures", {}), **doc["figures"]}
-                doc["partial_updates"] = [
-                    *old.get("partial_updates", []),
-                    {"date": doc["date"], "command": doc["command"], "figures": list(figures)},
-                ]
             except (OSError, ValueError):
-                pass
+                old = None
+            if old is not None:
+                update = {k: doc[k] for k in ("date", "command", "load_avg", "note", "wall_s")}
+                old["values"] = {**old.get("values", {}), **doc["values"]}
+                old["figures"] = {**old.get("figures", {}), **doc["figures"]}
+                old["partial_updates"] = [
+                    *old.get("partial_updates", []),
+                    {**update, "figures": list(figures)},
+                ]
+                doc = old
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
         print(f"wrote {json_path}")
