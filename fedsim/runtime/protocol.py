@@ -162,9 +162,7 @@ def pack_state(state: dict[str, np.ndarray]) -> list[Any]:
     return pack_message("state", {}, records)
 
 
-def unpack_state(frames: Sequence[Any]) -> dict[str, np.ndarray]:
-    if not frames:
-        return {}
+def _state_views(frames: Sequence[Any]) -> dict[str, np.ndarray]:
     msg = unpack_message(frames)
     out = {}
     for rec in msg.tensors:
@@ -173,5 +171,17 @@ def unpack_state(frames: Sequence[Any]) -> dict[str, np.ndarray]:
         buf = np.asarray(rec.buffers[0])
         if buf.size != int(np.prod(rec.shape, dtype=np.int64)):
             raise WireError(f"state tensor {rec.name!r}: {buf.size} values for shape {rec.shape}")
-        out[rec.name] = buf.reshape(rec.shape).copy()
+        out[rec.name] = buf.reshape(rec.shape)
     return out
+
+
+def check_state(frames: Sequence[Any]) -> None:
+    """Validate a client-state message without copying its tensors."""
+    if frames:
+        _state_views(frames)
+
+
+def unpack_state(frames: Sequence[Any]) -> dict[str, np.ndarray]:
+    if not frames:
+        return {}
+    return {k: v.copy() for k, v in _state_views(frames).items()}

@@ -297,15 +297,16 @@ class ZmqWorkerExecutor(Executor):
                         raise WireError(
                             f"result for task {res.task_id}, worker holds {w.task and w.task.task_id}"
                         )
-                    unpack_message(res.update)  # validate before accepting
+                    unpack_message(res.update)  # validate before accepting (no copy)
                     if res.state:
-                        P.unpack_state(res.state)
+                        P.check_state(res.state)
+                    # the frames' memoryviews keep their zmq frames alive: no copy needed
                     self.results[res.task_id] = P.TaskResult(
                         res.task_id,
                         res.round,
                         res.client_id,
-                        [bytes(b) for b in res.update],
-                        [bytes(b) for b in res.state],
+                        list(res.update),
+                        list(res.state),
                         res.meta,
                     )
                     w.state, w.task = "idle", None
