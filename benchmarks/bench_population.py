@@ -84,12 +84,16 @@ def _one_run(coord_mod, scenario, store: str) -> tuple[dict, float, object]:
 
     made: list[ClientStateStore] = []
 
-    def make_store() -> ClientStateStore:
+    def make_store(*_args, **_kwargs) -> ClientStateStore:
         s = ClientStateStore(disk=(store == "disk"))
+        s.release = s.close  # the coordinator closes its store at the end; keep it to read
+        s.close = lambda: None
         made.append(s)
         return s
 
-    coord_mod.ClientStateStore = make_store  # the coordinator takes no store option yet
+    # the scenario key runtime.state_store selects this too; replaced here so the store can
+    # be read after the run
+    coord_mod.ClientStateStore = make_store
     with tempfile.TemporaryDirectory(prefix="fedsim-pop-") as out:
         t0 = time.perf_counter()
         summary = coord_mod.Coordinator(scenario, Path(out) / "run").run()
@@ -121,12 +125,12 @@ def child(cfg: dict, store: str, *, lazy: bool = False, check: dict | None = Non
         "store": store,
         "lazy_decode": lazy,
     }
-    st.close()
+    st.release()
     if check:
         for mode in ("memory", "disk"):
             s, _, st = _one_run(coord_mod, validate_doc(scenario_doc(**check)), mode)
             res[f"check_{mode}_sha256"] = s["model_sha256"]
-            st.close()
+            st.release()
     return res
 
 

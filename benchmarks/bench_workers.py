@@ -57,12 +57,25 @@ def _timed_run(sc) -> dict:
         run = Path(out) / "run"
         rounds = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         traffic = [json.loads(x) for x in (run / "traffic.jsonl").read_text().splitlines()]
+        events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     tasks: dict[int, list[float]] = {}
     for row in traffic:
         if row["kind"] == "update":
             busy = sum(row.get(k, 0.0) for k in ("wall_decode_s", "wall_train_s", "wall_encode_s"))
             tasks.setdefault(row["round"], []).append(busy)
-    return {"wall_s": wall, "rounds_s": [r["wall_time"] for r in rounds], "task_s": tasks}
+    # a round's real duration = from its start to the next round's start (events.jsonl marks
+    # each start; the last round ends with the run's "end" event). A row's own `wall_time`
+    # would count the evaluation twice: with worker processes the coordinator evaluates
+    # round r in a thread while round r+1 trains.
+    marks = [e["wall_time"] for e in events if e["event"] == "round_start"]
+    marks.append(next(e["wall_time"] for e in events if e["event"] == "end"))
+    rounds_s = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return {
+        "wall_s": wall,
+        "rounds_s": rounds_s,
+        "row_wall_time_s": [r["wall_time"] for r in rounds],
+        "task_s": tasks,
+    }
 
 
 def schedule_bound(task_s: dict[int, list[float]], workers: int, first: int = 2) -> float:
@@ -125,10 +138,13 @@ def run(quick: bool = False) -> dict[str, dict]:
     ceiling = machine_ceiling(300 if quick else 3000)
     inproc = _timed_run(_scenario(quick))
     multi = _timed_run(_scenario(quick, 'runtime.transport="ipc"', f"runtime.workers={WORKERS}"))
-    steady_in = sum(inproc["rounds_s"][1:])
-    steady_multi = sum(multi["rounds_s"][1:])
+    # steady state: rounds 2..N-1 (round 1 holds worker start-up, the last one the shutdown
+    # of the worker processes before the run's "end" mark)
+    steady_in = sum(inproc["rounds_s"][1:-1])
+    steady_multi = sum(multi["rounds_s"][1:-1])
     startup = multi["rounds_s"][0] - inproc["rounds_s"][0]
-    tasks = _busy(inproc["task_s"])
+    last = len(inproc["rounds_s"])
+    tasks = _busy({r: t for r, t in inproc["task_s"].items() if r < last})
     serial = steady_in - tasks  # the coordinator's own work per round (evaluation above all)
     bound = schedule_bound(inproc["task_s"], WORKERS)
     return {
@@ -144,13 +160,14 @@ def run(quick: bool = False) -> dict[str, dict]:
                 "end_to_end_efficiency": inproc["wall_s"] / (WORKERS * multi["wall_s"]),
                 "schedule_bound": bound,
                 "inproc_task_s": tasks,
-                "workers2_task_s": _busy(multi["task_s"]),
-                "task_slowdown": _busy(multi["task_s"]) / tasks,
+                "workers2_task_s": _busy({r: t for r, t in multi["task_s"].items() if r < last}),
+                "task_slowdown": _busy({r: t for r, t in multi["task_s"].items() if r < last})
+                / tasks,
                 "coordinator_serial_s": serial,
                 "amdahl_bound": steady_in / (WORKERS * (serial + tasks / (WORKERS * bound))),
                 "machine_ceiling": ceiling["ceiling"],
                 "machine_ceiling_s": ceiling,
-                "rounds_counted": len(inproc["rounds_s"]) - 1,
+                "rounds_counted": len(inproc["rounds_s"]) - 2,
                 "per_round": 4 if quick else 10,
                 "torch_threads": 1,
                 "transport": "ipc",

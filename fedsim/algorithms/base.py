@@ -104,10 +104,11 @@ def weighted_mean(results: list[ClientResult], *, weighted: bool = True) -> Stat
     total = sum(r.num_samples for r in results) if weighted else len(results)
     out: State = {}
     for name in results[0].tensors:
-        acc = np.zeros(results[0].tensors[name].shape, dtype=np.float64)
+        acc = None  # one tensor of every client at a time (updates may decode lazily)
         for r in results:
             w = (r.num_samples if weighted else 1) / total
-            acc += w * r.tensors[name].astype(np.float64)
+            term = w * r.tensors[name].astype(np.float64)
+            acc = term if acc is None else acc + term
         out[name] = acc.astype(np.float32)
     return out
 

@@ -17,6 +17,8 @@ Each aggregation is one "round" in metrics.jsonl.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -27,15 +29,15 @@ import numpy as np
 import torch
 
 from fedsim.algorithms.base import ClientResult, load_state
-from fedsim.codecs.pipeline import decode_tensors
 from fedsim.codecs.wire import pack_message, payload_bytes, unpack_message, wire_bytes
 from fedsim.errors import FedsimError
 from fedsim.network.energy import sum_energy
 from fedsim.runtime import checkpoint as ckpt
 from fedsim.runtime import seeding
 from fedsim.runtime.client import ClientRunner, readonly_tensor
-from fedsim.runtime.executors import make_executor
+from fedsim.runtime.executors import InprocExecutor, make_executor
 from fedsim.runtime.flops import FlopModel
+from fedsim.runtime.lazy import LazyTensors
 from fedsim.runtime.netbuild import build_network
 from fedsim.runtime.outputs import (
     RunOutputs,
@@ -120,7 +122,11 @@ class Coordinator:
             self.model, tuple(runner.dataset.input_shape), sc.train.batch_size
         )
         self.net = build_network(sc)
-        self.store = ClientStateStore()
+        rt = sc.runtime
+        disk = rt.state_store == "disk"
+        self.store = ClientStateStore(rt.state_dir if disk else None, disk=disk)
+        self._pending_eval: tuple | None = None
+        self._eval_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.x_test = readonly_tensor(runner.dataset.x_test)
         self.y_test = readonly_tensor(runner.dataset.y_test)
         self.sizes = [len(p) for p in runner.partitions]
@@ -183,6 +189,7 @@ class Coordinator:
         executor = make_executor(
             sc, lambda: self.runner, scenario_toml=self.resolved, on_event=out.event
         )
+        self._overlap_eval = not isinstance(executor, InprocExecutor)
         try:
             await executor.start()
             out.event("start")
@@ -193,9 +200,14 @@ class Coordinator:
                     await self._sync_round(self.state.round + 1, executor, out)
                     every = sc.runtime.checkpoint_every
                     if every and (self.state.round % every == 0 or self.state.round == sc.rounds):
+                        await self._resolve_eval()
                         self._checkpoint(out)
+                await self._resolve_eval()
         finally:
             await executor.close()
+            self.store.close()
+            if self._eval_pool is not None:
+                self._eval_pool.shutdown(wait=True)
 
         st = self.state
         self.model.load_state_dict(self.initial_full)
@@ -318,7 +330,7 @@ class Coordinator:
         self.store.commit(c, res.state)
         return ClientResult(
             client_id=c,
-            tensors=decode_tensors(msg.tensors),
+            tensors=LazyTensors(msg.tensors),  # decoded tensor by tensor as aggregation reads
             num_samples=int(msg.meta["num_samples"]),
             train_loss=float(msg.meta["train_loss"]),
             metrics=dict(msg.meta.get("metrics") or {}),
@@ -332,21 +344,70 @@ class Coordinator:
         row: dict[str, Any],
         accepted: list[ClientResult],
         wall_r: float,
+        *,
+        defer: bool = False,
     ) -> None:
+        """Round metrics; with `defer`, the evaluation runs in a thread while the next round's
+        tasks are with the workers (it reads only a copy of the aggregated model) and the row
+        is written when `_resolve_eval` collects it, before the next round's traffic."""
         sc, st = self.scenario, self.state
         extra = self.algo.after_aggregate(rnd, self.global_state, accepted)
         losses = [r.train_loss for r in accepted]
         row["train_loss"] = float(np.mean(losses)) if losses else None
-        if rnd % sc.eval.every == 0 or rnd == sc.rounds:
-            self.model.load_state_dict(self.initial_full)
-            load_state(self.model, self.global_state)
-            acc, loss = evaluate(self.model, self.x_test, self.y_test, sc.eval.batch_size)
+        st.round = rnd
+        if not (rnd % sc.eval.every == 0 or rnd == sc.rounds):
+            self._write_row(out, row, extra, wall_r, None)
+            return
+        if defer:
+            if self._eval_pool is None:
+                self._eval_pool = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="fedsim-eval"
+                )
+                self._eval_model = copy.deepcopy(self.model)
+            state = {k: v.copy() for k, v in self.global_state.items()}
+            fut = self._eval_pool.submit(self._evaluate, self._eval_model, state)
+            # the round's own real time: its work so far plus, later, the evaluation itself
+            self._pending_eval = (out, row, extra, time.perf_counter() - wall_r, fut)
+            return
+        self._write_row(out, row, extra, wall_r, self._evaluate(self.model, self.global_state))
+
+    def _evaluate(
+        self, model: torch.nn.Module, state: dict[str, np.ndarray]
+    ) -> tuple[float, float, float]:
+        t0 = time.perf_counter()
+        model.load_state_dict(self.initial_full)
+        load_state(model, state)
+        acc, loss = evaluate(model, self.x_test, self.y_test, self.scenario.eval.batch_size)
+        return acc, loss, time.perf_counter() - t0
+
+    async def _resolve_eval(self) -> None:
+        if self._pending_eval is None:
+            return
+        out, row, extra, own_s, fut = self._pending_eval
+        self._pending_eval = None
+        ev = await asyncio.wrap_future(fut)
+        self._write_row(out, row, extra, None, ev, wall_s=own_s + ev[2])
+
+    def _write_row(
+        self,
+        out: RunOutputs,
+        row: dict[str, Any],
+        extra: dict[str, Any],
+        wall_r: float | None,
+        ev: tuple | None,
+        *,
+        wall_s: float | None = None,
+    ) -> None:
+        """Write a round's row. `wall_time` is the round's own real seconds (with a deferred
+        evaluation: its work until the hand-off plus the evaluation's own time)."""
+        st = self.state
+        if ev is not None:
+            acc, loss, _ = ev
             row["test_accuracy"], row["test_loss"] = acc, loss
             st.final_acc, st.final_loss = acc, loss
             st.best_acc = acc if st.best_acc is None else max(st.best_acc, acc)
         row.update(extra)
-        row["wall_time"] = time.perf_counter() - wall_r
-        st.round = rnd
+        row["wall_time"] = wall_s if wall_s is not None else time.perf_counter() - wall_r
         out.end_round(row)
         if self.progress:
             self.progress({**row, "bytes_up_total": st.bytes_up, "bytes_down_total": st.bytes_down})
@@ -363,6 +424,7 @@ class Coordinator:
     async def _sync_round(self, rnd: int, executor: Any, out: RunOutputs) -> None:
         sc, st = self.scenario, self.state
         wall_r = time.perf_counter()
+        out.event("round_start", round=rnd)  # real-time marks for throughput (benchmarks)
         k = sc.clients.per_round
         selected = self._select(rnd, st.sim_time, math.ceil(k * sc.server.overcommit))
         plan, down_frames, down_wire, down_payload = self._encode_downlink(rnd)
@@ -371,6 +433,7 @@ class Coordinator:
             task, cfgs[c] = self._make_task(rnd, c, plan, down_frames)
             tasks.append(task)
         results = await executor.run(tasks)
+        await self._resolve_eval()  # the previous round's row, before this round's traffic
         by_client = {r.client_id: r for r in results.values()}
         jobs = [
             (c, down_wire, self._compute_s(c, plan, cfgs[c]), wire_bytes(by_client[c].update))
@@ -418,7 +481,8 @@ class Coordinator:
             **sum_energy(energies),
         }
         st.energy_j += row["energy_j"]
-        self._finish_round(out, rnd, row, accepted, wall_r)
+        # overlap evaluation with the next round only when clients train elsewhere
+        self._finish_round(out, rnd, row, accepted, wall_r, defer=self._overlap_eval)
 
     # ---- asynchronous buffered aggregation (FedBuff) ---------------------------------------------
     async def _run_async(self, executor: Any, out: RunOutputs) -> None:

@@ -201,6 +201,13 @@ class RuntimeCfg(Strict):
         1, ge=1, description="torch threads per client process (fixed for determinism)"
     )
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N rounds (0 = off)")
+    state_store: Literal["memory", "disk"] = Field(
+        "memory",
+        description="where per-client state (error-feedback residuals) lives between rounds",
+    )
+    state_dir: str | None = Field(
+        None, description="folder for state_store = disk (default: a temporary one)"
+    )
     endpoint: str | None = Field(
         None,
         description='address the coordinator binds, e.g. "tcp://0.0.0.0:5555" (default: private ipc path or random localhost port)',

@@ -119,18 +119,27 @@ EF_RUN = {
 }
 
 
-def _run(tmp_path, name, monkeypatch, **store_kwargs):
-    made = []
+def _run(tmp_path, name, **runtime):
+    """A run through the scenario keys (runtime.state_store / state_dir); the store the
+    coordinator used is captured by wrapping its close() (which would forget it)."""
+    import copy
 
-    def factory():
-        s = ClientStateStore(**store_kwargs)
-        made.append(s)
-        return s
+    doc = copy.deepcopy(EF_RUN)
+    doc.setdefault("runtime", {}).update(runtime)
+    coordinator = coord_mod.Coordinator(validate_doc(doc), tmp_path / name)
+    seen = {}
+    real_setup = coordinator._setup
 
-    monkeypatch.setattr(coord_mod, "ClientStateStore", factory)
-    summary = coord_mod.Coordinator(validate_doc(EF_RUN), tmp_path / name).run()
-    (store,) = made
-    return summary, store, (tmp_path / name / "metrics.jsonl").read_text()
+    def setup():
+        real_setup()
+        store = coordinator.store
+        seen["store"] = store
+        seen["close"] = store.close
+        store.close = lambda: None  # keep its contents for the comparison below
+
+    coordinator._setup = setup
+    summary = coordinator.run()
+    return summary, seen["store"], (tmp_path / name / "metrics.jsonl").read_text()
 
 
 def _strip_wall(text: str) -> list[dict]:
@@ -139,10 +148,11 @@ def _strip_wall(text: str) -> list[dict]:
 
 
 def test_disk_store_gives_the_same_run(tmp_path, monkeypatch):
-    mem, mem_store, mem_metrics = _run(tmp_path, "mem", monkeypatch)
+    mem, mem_store, mem_metrics = _run(tmp_path, "mem")
     disk, disk_store, disk_metrics = _run(
-        tmp_path, "disk", monkeypatch, directory=tmp_path / "state"
+        tmp_path, "disk", state_store="disk", state_dir=str(tmp_path / "state")
     )
+    assert any((tmp_path / "state").iterdir())  # the committed states really were on disk
     assert mem_store.clients() and mem_store.clients() == disk_store.clients()
     for c in mem_store.clients():
         _same(mem_store.get(c), disk_store.get(c))
