@@ -176,6 +176,27 @@ def sparse_records(
     return records, new_state, stats
 
 
+def sender_mean(results: list[ClientResult], avg: State) -> State:
+    """Per position, the sample-weighted mean over the clients whose sparse upload carries it.
+
+    In regrow mode every client uploads its own top-k, so a plain mean averages each weight
+    with zeros from the clients that did not pick it and shrinks it by the share of senders.
+    Positions no client sent stay 0 (they are pruned anyway); dense tensors are unchanged."""
+    out = dict(avg)
+    for name, mean in avg.items():
+        if not is_prunable(name, mean.shape):
+            continue
+        num = np.zeros(mean.shape, np.float64)
+        den = np.zeros(mean.shape, np.float64)
+        for r in sorted(results, key=lambda r: r.client_id):
+            x = r.tensors[name]
+            sent = x != 0
+            num += r.num_samples * x
+            den += r.num_samples * sent
+        out[name] = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0).astype(np.float32)
+    return out
+
+
 # ---- the method ------------------------------------------------------------------------
 class FedDIPOptions(Options):
     mode: Literal["faithful", "regrow"] = Field("regrow", description="see PAPERS.md §5")
@@ -193,6 +214,11 @@ class FedDIPOptions(Options):
         "auto", description="mask encoding of sparse records"
     )
     sparse_downlink: bool = Field(True, description="false: send the pruned model as fp32")
+    sender_mean: bool = Field(
+        True,
+        description="regrow: average each weight over the clients that sent it (a weight a "
+        "client did not send is missing, not zero)",
+    )
 
     @model_validator(mode="after")
     def _order(self):
@@ -271,6 +297,8 @@ class FedDIP(Algorithm):
         if not results:
             return global_state
         avg = weighted_mean(results)  # clients send weights, not differences
+        if self.options.mode == "regrow" and self.options.sender_mean:
+            avg = sender_mean(results, avg)
         prunable = {k: v for k, v in avg.items() if is_prunable(k, v.shape)}
         s = self.target(rnd)
         old = self.mask

@@ -254,3 +254,20 @@ def test_downlink_sends_exact_per_tensor_records(tmp_path):
         (b,) = sent
         assert m["down_bytes_exact"] <= b <= m["down_bytes_exact"] + 256
         assert b < m["down_bytes_runtime"]
+
+
+def test_sender_mean_averages_over_senders_only():
+    import numpy as np
+
+    from fedsim.algorithms.base import ClientResult, weighted_mean
+    from fedsim.algorithms.feddip import sender_mean
+
+    a = np.array([[2.0, 0.0], [0.0, 4.0]], np.float32)  # client 0 sent (0,0) and (1,1)
+    b = np.array([[6.0, 1.0], [0.0, 0.0]], np.float32)  # client 1 sent (0,0) and (0,1)
+    res = [
+        ClientResult(0, {"w.weight": a, "w.bias": np.ones(2, np.float32)}, 1, 0.0, {}),
+        ClientResult(1, {"w.weight": b, "w.bias": np.zeros(2, np.float32)}, 3, 0.0, {}),
+    ]
+    out = sender_mean(res, weighted_mean(res))
+    np.testing.assert_allclose(out["w.weight"], [[(2 + 18) / 4, 1.0], [0.0, 4.0]])
+    np.testing.assert_allclose(out["w.bias"], [0.25, 0.25])  # dense tensors: the plain mean
