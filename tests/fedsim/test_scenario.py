@@ -101,3 +101,14 @@ def test_reference_doc_lists_every_key():
     assert not missing, (
         f"docs/scenarios.md lacks {missing}; regenerate with python -m fedsim.scenario.reference"
     )
+
+
+def test_every_shipped_scenario_validates(capsys):
+    from pathlib import Path
+
+    from fedsim.cli import main
+
+    files = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.toml"))
+    assert len(files) >= 9
+    for f in files:
+        assert main(["validate", str(f)]) == 0, capsys.readouterr().err
