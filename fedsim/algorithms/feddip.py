@@ -18,22 +18,21 @@ Modes:
 - ``faithful``: the code's behaviour. The server re-prunes every `prune_every` rounds
   (and on rounds 1 and T) with the old mask applied first, so masks only shrink (nested);
   clients upload w ⊙ m — sparse on the wire (the paper's code uploads it dense).
-- ``regrow`` (default): the paper's intent. The client sends the top-(1 − s_t) of its dense
-  local weights (global magnitude over the prunable layers) and keeps the rest as an
-  error-feedback residual (client state, `ef(...)` semantics of fedsim.codecs: sent +
-  new residual = local weights + old residual), added back next time it is selected; the
-  server re-prunes every round from the aggregated dense estimate, without the old mask,
-  so pruned weights can return.
+- ``regrow`` (default): the paper's intent — pruned weights can return, and what a client
+  does not send is kept as an error-feedback residual. The client's accumulated change is
+  a = (w_local − w_global) + r; it sends the top-(1 − s_t) of its intended weights
+  w_global + a (global magnitude over the prunable layers) and keeps r' = a at the unsent
+  positions. The server reads an unsent position as "no change" (the global value it
+  already has), averages, and re-prunes every round from that dense estimate without the
+  old mask. (Read literally — residual kept on the weights, unsent positions averaged as
+  zero — the scheme counts an unsent weight twice and shrinks weights others did not pick;
+  see docs/results/sparsity.md. Option `literal = true` runs that reading.)
 
 Wire. Uplink records are built here, one per tensor: prunable tensors as
 ``topk:<count>`` with the exact number of kept values and the `mask` encoding (default
 ``auto``: the smallest of index/bitmap/golomb for that very support), other tensors fp32.
-Downlink: the runtime encodes `RoundPlan.payload` with one codec spec for every tensor, so
-a per-tensor count cannot be expressed; the plan uses ``topk:<K>`` with K = the largest
-per-tensor count (lossless: tensors with fewer nonzeros pad with zeros, tensors no larger
-than K go whole). The exact per-tensor records the method would send are also built every
-round and their real frame size reported (`down_bytes_exact`), next to the size of what
-the runtime sends (`down_bytes_runtime`); see the shared-file note in docs/results/sparsity.md.
+Downlink: the pruned model as the same exact per-tensor records (`encode_payload`);
+`down_bytes_runtime` reports what one shared ``topk:<K>`` spec would have cost.
 """
 
 from __future__ import annotations
@@ -176,24 +175,20 @@ def sparse_records(
     return records, new_state, stats
 
 
-def sender_mean(results: list[ClientResult], avg: State) -> State:
-    """Per position, the sample-weighted mean over the clients whose sparse upload carries it.
-
-    In regrow mode every client uploads its own top-k, so a plain mean averages each weight
-    with zeros from the clients that did not pick it and shrinks it by the share of senders.
-    Positions no client sent stay 0 (they are pruned anyway); dense tensors are unchanged."""
-    out = dict(avg)
-    for name, mean in avg.items():
-        if not is_prunable(name, mean.shape):
-            continue
-        num = np.zeros(mean.shape, np.float64)
-        den = np.zeros(mean.shape, np.float64)
-        for r in sorted(results, key=lambda r: r.client_id):
+def keep_global_mean(results: list[ClientResult], global_state: State) -> State:
+    """Sample-weighted mean where a position a client did not send counts as the global
+    value it was sent (no change), not as zero. Dense tensors are a plain weighted mean."""
+    total = sum(r.num_samples for r in results)
+    ordered = sorted(results, key=lambda r: r.client_id)
+    out: State = {}
+    for name, g in global_state.items():
+        acc = np.zeros(g.shape, np.float64)
+        for r in ordered:
             x = r.tensors[name]
-            sent = x != 0
-            num += r.num_samples * x
-            den += r.num_samples * sent
-        out[name] = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0).astype(np.float32)
+            if is_prunable(name, g.shape):
+                x = np.where(x != 0, x, g)
+            acc += (r.num_samples / total) * x
+        out[name] = acc.astype(np.float32)
     return out
 
 
@@ -214,10 +209,9 @@ class FedDIPOptions(Options):
         "auto", description="mask encoding of sparse records"
     )
     sparse_downlink: bool = Field(True, description="false: send the pruned model as fp32")
-    sender_mean: bool = Field(
-        True,
-        description="regrow: average each weight over the clients that sent it (a weight a "
-        "client did not send is missing, not zero)",
+    literal: bool = Field(
+        False,
+        description="regrow read literally: residual on weights, unsent positions averaged as 0",
     )
 
     @model_validator(mode="after")
@@ -296,9 +290,10 @@ class FedDIP(Algorithm):
     def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
         if not results:
             return global_state
-        avg = weighted_mean(results)  # clients send weights, not differences
-        if self.options.mode == "regrow" and self.options.sender_mean:
-            avg = sender_mean(results, avg)
+        if self.options.mode == "regrow" and not self.options.literal:
+            avg = keep_global_mean(results, global_state)  # unsent = the global value
+        else:
+            avg = weighted_mean(results)  # clients send weights, not differences
         prunable = {k: v for k, v in avg.items() if is_prunable(k, v.shape)}
         s = self.target(rnd)
         old = self.mask
@@ -413,7 +408,7 @@ class FedDIP(Algorithm):
         if self.options.mode == "faithful":
             masks = {k: m.numpy() for k, m in ctx.cache["masks"].items()}
             records, new_state, st = sparse_records(local, masks, self.options.mask, rng)
-        else:
+        elif self.options.literal:
             s = float(ctx.config.get("s_upload", self.options.target_sparsity))
             prunable = {k: v for k, v in local.items() if is_prunable(k, v.shape)}
             acc = {
@@ -424,6 +419,28 @@ class FedDIP(Algorithm):
             records, new_state, st = sparse_records(
                 local, masks, self.options.mask, rng, codec_state, feedback=True
             )
+        else:
+            s = float(ctx.config.get("s_upload", self.options.target_sparsity))
+            g = ctx.global_state
+            change = {  # a = (w_local − w_global) + r: what this client wants the server to add
+                k: (v - g[k]) + np.asarray(codec_state.get(k, {}).get("residual", 0.0), np.float32)
+                for k, v in local.items()
+                if is_prunable(k, v.shape)
+            }
+            intended = {k: (g[k] + a).astype(np.float32) for k, a in change.items()}
+            masks = global_magnitude_mask(intended, s)  # per-tensor counts of the global top-k
+            send = {
+                k: (np.where(masks[k], intended[k], 0.0) if k in masks else v)
+                for k, v in local.items()
+            }
+            for k in masks:
+                send[k] = send[k].astype(np.float32)
+            records, _, st = sparse_records(send, masks, self.options.mask, rng)
+            # the residual: the change at the positions not sent (the server keeps its value)
+            new_state = {
+                k: {"residual": np.where(masks[k], 0.0, a).astype(np.float32)}
+                for k, a in change.items()
+            }
         metrics = {"values_up": float(st["values"])}
         for kind in ("index", "bitmap", "golomb"):
             metrics[f"mask_{kind}"] = float(sum(1 for v in st["kinds"].values() if v == kind))

@@ -120,13 +120,18 @@ def test_global_magnitude_mask_keeps_largest():
     assert m["y"].sum() == 0 and m["x"].sum() == 3
 
 
-def ctx_for(config, masks=None):
-    return SimpleNamespace(config=config, cache={"masks": masks or {}}, round=3)
+def ctx_for(config, masks=None, global_state=None):
+    return SimpleNamespace(
+        config=config, cache={"masks": masks or {}}, round=3, global_state=global_state or {}
+    )
 
 
 def test_regrow_error_feedback_conserves_mass():
+    """What the server reads (sent values, its own global value where nothing was sent) plus
+    the new residual equals the global plus the client's change plus the old residual."""
     a = algo("regrow")
     rng = np.random.default_rng(1)
+    glob = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
     local = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
     old = {
         k: {"residual": rng.standard_normal(s).astype(np.float32)}
@@ -134,16 +139,17 @@ def test_regrow_error_feedback_conserves_mass():
         if k.endswith("weight")
     }
     upd = ClientUpdate(tensors=local, num_samples=5, train_loss=0.0)
-    records, state, metrics = a.encode_update(ctx_for({"s_upload": 0.9}), upd, "feddip", rng, old)
+    ctx = ctx_for({"s_upload": 0.9}, global_state=glob)
+    records, state, metrics = a.encode_update(ctx, upd, "feddip", rng, old)
     sent = decode_tensors(records)
     kept = 0
     for k in SHAPES:
         if k in old:
+            read = np.where(sent[k] != 0, sent[k], glob[k])
             np.testing.assert_allclose(
-                sent[k] + state[k]["residual"], local[k] + old[k]["residual"], atol=1e-6
+                read + state[k]["residual"], local[k] + old[k]["residual"], atol=1e-5
             )
             kept += np.count_nonzero(sent[k])
-            # sent and residual have disjoint supports
             assert not ((sent[k] != 0) & (state[k]["residual"] != 0)).any()
         else:
             np.testing.assert_array_equal(sent[k], local[k])  # dense, no residual
@@ -256,18 +262,22 @@ def test_downlink_sends_exact_per_tensor_records(tmp_path):
         assert b < m["down_bytes_runtime"]
 
 
-def test_sender_mean_averages_over_senders_only():
+def test_keep_global_mean_reads_unsent_as_no_change():
     import numpy as np
 
-    from fedsim.algorithms.base import ClientResult, weighted_mean
-    from fedsim.algorithms.feddip import sender_mean
+    from fedsim.algorithms.base import ClientResult
+    from fedsim.algorithms.feddip import keep_global_mean
 
-    a = np.array([[2.0, 0.0], [0.0, 4.0]], np.float32)  # client 0 sent (0,0) and (1,1)
-    b = np.array([[6.0, 1.0], [0.0, 0.0]], np.float32)  # client 1 sent (0,0) and (0,1)
+    g = {
+        "w.weight": np.array([[1.0, 0.0], [0.0, 2.0]], np.float32),
+        "w.bias": np.zeros(2, np.float32),
+    }
+    a = np.array([[3.0, 0.0], [0.0, 0.0]], np.float32)  # client 0 changed (0,0), sent nothing else
+    b = np.array([[0.0, 5.0], [0.0, 2.0]], np.float32)  # client 1 regrew (0,1), kept (1,1)
     res = [
         ClientResult(0, {"w.weight": a, "w.bias": np.ones(2, np.float32)}, 1, 0.0, {}),
         ClientResult(1, {"w.weight": b, "w.bias": np.zeros(2, np.float32)}, 3, 0.0, {}),
     ]
-    out = sender_mean(res, weighted_mean(res))
-    np.testing.assert_allclose(out["w.weight"], [[(2 + 18) / 4, 1.0], [0.0, 4.0]])
-    np.testing.assert_allclose(out["w.bias"], [0.25, 0.25])  # dense tensors: the plain mean
+    out = keep_global_mean(res, g)
+    np.testing.assert_allclose(out["w.weight"], [[(3 + 3) / 4, 15 / 4], [0.0, 2.0]])
+    np.testing.assert_allclose(out["w.bias"], [0.25, 0.25])
