@@ -222,3 +222,35 @@ def test_not_a_run_directory(tmp_path: Path) -> None:
 def test_report_command_says_where(rendered: tuple[Path, str]) -> None:
     md, out = rendered
     assert str(md) in out and str(md.with_suffix(".html")) in out and "(7 figures)" in out
+
+
+def test_report_of_a_real_short_run(tmp_path: Path) -> None:
+    """The same checks on a run the simulator really made (heterogeneous devices, so the
+    timeline has drops), through the CLI."""
+    from fedsim.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "het"
+    args = [
+        "run",
+        str(root / "scenarios" / "heterogeneous.toml"),
+        "--out",
+        str(out),
+        "--quiet",
+        "--rounds",
+        "3",
+        "--set",
+        "train.local_steps=2",
+        "--set",
+        "clients.count=24",
+    ]
+    assert main(args) == 0
+    assert main(["report", str(out)]) == 0
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert len(pngs) >= 5
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for png in pngs:
+        _is_drawn(png)
+        assert f"plots/{png.name}" in md
+    assert html.count("data:image/png;base64,") == len(pngs)
