@@ -276,7 +276,6 @@ def write_page(names: list[str]) -> str:
         "residual and in the next round's local weight) and shrinks every weight by the share "
         "of clients that picked it (the `feddip_regrow-literal_0.95` row). Top-k with error "
         "feedback on updates (the `topk_ef` rows) has "
-
         "neither bias either. Top-k on the uplink alone leaves the fp32 downlink, which caps its "
         "total at about 50% of dense.\n"
     )

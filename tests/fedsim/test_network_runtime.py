@@ -122,7 +122,9 @@ def test_traffic_command_totals_match_summary(tmp_path):
 
 def test_energy_is_reported_and_adds_up(tmp_path):
     fp32 = run(tmp_path, "heterogeneous.toml", "e32", "--rounds", "3")
-    q4 = run(tmp_path, "heterogeneous.toml", "e4", "--rounds", "3", "--set", "codec.uplink=q4:stochastic")
+    q4 = run(
+        tmp_path, "heterogeneous.toml", "e4", "--rounds", "3", "--set", "codec.uplink=q4:stochastic"
+    )
     for out in (fp32, q4):
         s = json.loads((out / "summary.json").read_text())
         rows = list(read_jsonl(out / "metrics.jsonl"))

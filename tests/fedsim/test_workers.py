@@ -48,8 +48,22 @@ def fedsim_run(tmp: Path, name: str, *extra: str, env=None, text: str = SHORT, t
     scen.write_text(text)
     out = tmp / name
     proc = subprocess.run(
-        [sys.executable, "-m", "fedsim", "run", str(scen), "--out", str(out), "--quiet", "--force", *extra],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "fedsim",
+            "run",
+            str(scen),
+            "--out",
+            str(out),
+            "--quiet",
+            "--force",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     assert proc.returncode == 0, proc.stderr
     return out
@@ -80,7 +94,9 @@ def reference(tmp_path_factory):
 
 @pytest.mark.parametrize("transport,workers", [("ipc", 1), ("ipc", 2), ("tcp", 2)])
 def test_identical_across_transports(reference, tmp_path, transport, workers):
-    out = fedsim_run(tmp_path, f"{transport}{workers}", "--transport", transport, "--workers", str(workers))
+    out = fedsim_run(
+        tmp_path, f"{transport}{workers}", "--transport", transport, "--workers", str(workers)
+    )
     same_run(reference, out)
     joined = [e for e in events(out) if e["event"] == "worker_joined"]
     assert len(joined) == workers
@@ -89,7 +105,9 @@ def test_identical_across_transports(reference, tmp_path, transport, workers):
 
 def test_sigkilled_worker_changes_nothing(reference, tmp_path):
     # worker 0 SIGKILLs itself on its 2nd task, before answering: a real mid-round loss
-    out = fedsim_run(tmp_path, "killed", "--transport", "tcp", "--workers", "2", env={"FEDSIM_FAULT": "kill:0:2"})
+    out = fedsim_run(
+        tmp_path, "killed", "--transport", "tcp", "--workers", "2", env={"FEDSIM_FAULT": "kill:0:2"}
+    )
     same_run(reference, out)
     kinds = [e["event"] for e in events(out)]
     assert "worker_lost" in kinds and "redispatch" in kinds
@@ -97,7 +115,15 @@ def test_sigkilled_worker_changes_nothing(reference, tmp_path):
 
 
 def test_corrupt_result_is_redispatched(reference, tmp_path):
-    out = fedsim_run(tmp_path, "corrupt", "--transport", "ipc", "--workers", "2", env={"FEDSIM_FAULT": "corrupt:1:1"})
+    out = fedsim_run(
+        tmp_path,
+        "corrupt",
+        "--transport",
+        "ipc",
+        "--workers",
+        "2",
+        env={"FEDSIM_FAULT": "corrupt:1:1"},
+    )
     same_run(reference, out)
     ev = events(out)
     assert any(e["event"] == "corrupt_message" for e in ev)
@@ -106,11 +132,28 @@ def test_corrupt_result_is_redispatched(reference, tmp_path):
 
 def test_no_worker_left_stops_with_clear_error(tmp_path):
     scen = tmp_path / "s.toml"
-    scen.write_text(SHORT.replace("worker_timeout = 5.0", "worker_timeout = 2.0\nworker_wait = 2.0"))
+    scen.write_text(
+        SHORT.replace("worker_timeout = 5.0", "worker_timeout = 2.0\nworker_wait = 2.0")
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "fedsim", "run", str(scen), "--out", str(tmp_path / "o"), "--quiet",
-         "--transport", "tcp", "--workers", "1"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "FEDSIM_FAULT": "kill:0:1"},
+        [
+            sys.executable,
+            "-m",
+            "fedsim",
+            "run",
+            str(scen),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--transport",
+            "tcp",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FEDSIM_FAULT": "kill:0:1"},
     )
     assert proc.returncode == 2
     assert "no worker left" in proc.stderr and "Traceback" not in proc.stderr
@@ -125,16 +168,36 @@ def _free_port() -> int:
 
 def test_curve_rejects_peer_without_keys(tmp_path):
     keys = tmp_path / "keys"
-    subprocess.run([sys.executable, "-m", "fedsim", "keys", "generate", str(keys)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "fedsim", "keys", "generate", str(keys)],
+        check=True,
+        capture_output=True,
+    )
     port = _free_port()
-    text = SHORT.replace("[runtime]", f'[runtime]\ncurve_keys = "{keys}"\nendpoint = "tcp://127.0.0.1:{port}"')
+    text = SHORT.replace(
+        "[runtime]", f'[runtime]\ncurve_keys = "{keys}"\nendpoint = "tcp://127.0.0.1:{port}"'
+    )
     scen = tmp_path / "s.toml"
     scen.write_text(text)
     out = tmp_path / "curve"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedsim", "run", str(scen), "--out", str(out), "--quiet", "--transport", "tcp",
-         "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "fedsim",
+            "run",
+            str(scen),
+            "--out",
+            str(out),
+            "--quiet",
+            "--transport",
+            "tcp",
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     ctx = zmq.Context()
     rogue = ctx.socket(zmq.DEALER)
