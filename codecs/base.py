@@ -11,6 +11,7 @@ hands its k selected values to any dense codec):
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from .wire import TensorRecord, WireError
 
 
-class Codec:
+class Codec(abc.ABC):
     spec: str = ""  # canonical spec string
     lossless: bool = False
     fixed_size: bool = True  # encoded size depends only on the shape
@@ -52,9 +53,9 @@ class Codec:
         flat = self.decode_parts(tuple(rec.buffers), rec.params, shape)
         return flat.reshape(shape)
 
+    @abc.abstractmethod
     def encoded_nbytes(self, shape: tuple[int, ...]) -> int:
         """Exact payload bytes (sum of buffer lengths) for a tensor of this shape."""
-        raise NotImplementedError
 
     def encoded_nbytes_of(
         self,
@@ -70,11 +71,13 @@ class Codec:
         return record_nbytes(rec)
 
     # ---- for implementations and composition ------------------------------------------
+    @abc.abstractmethod
     def encode_parts(self, x: np.ndarray, rng: np.random.Generator) -> tuple[tuple, dict]:
-        raise NotImplementedError
+        """(buffers, params) of x's encoding."""
 
+    @abc.abstractmethod
     def decode_parts(self, buffers: tuple, params: dict, shape: tuple[int, ...]) -> np.ndarray:
-        raise NotImplementedError
+        """The flat float32 values of a record's buffers and params."""
 
     def encode_feedback(self, name: str, acc: np.ndarray, rng: np.random.Generator) -> TensorRecord:
         """Encode acc, then overwrite acc (owned by the caller) with acc - decode(record).

@@ -61,6 +61,10 @@ class ErrorFeedback(Codec):
     def decode(self, rec: TensorRecord) -> np.ndarray:
         return self.inner.decode(rec)
 
+    def encode_parts(self, x, rng):
+        """The inner codec's parts (no feedback: that needs the state, see encode)."""
+        return self.inner.encode_parts(x, rng)
+
     def decode_parts(self, buffers, params, shape):
         return self.inner.decode_parts(buffers, params, shape)
 

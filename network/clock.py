@@ -11,6 +11,7 @@ deterministic for a seed.
 
 from __future__ import annotations
 
+import abc
 import gc
 import math
 import struct
@@ -139,7 +140,7 @@ class _Trip:
         )
 
 
-class _Trips:
+class _Trips(abc.ABC):
     """Runs trips on one simpy environment; subclasses decide what arrivals and drops mean."""
 
     def __init__(self, model: NetworkModel, env: simpy.Environment, stream: int, pool=None):
@@ -218,15 +219,15 @@ class _Trips:
         self.events += 1
         self._dropped(trip)
 
-    # hooks
-    def _arrived(self, trip: _Trip) -> None:
-        raise NotImplementedError
+    # hooks: what a synchronous round and an asynchronous session do with a trip's end
+    @abc.abstractmethod
+    def _arrived(self, trip: _Trip) -> None: ...
 
-    def _dropped(self, trip: _Trip) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _dropped(self, trip: _Trip) -> None: ...
 
-    def _blocked(self, trip: _Trip) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _blocked(self, trip: _Trip) -> None: ...
 
 
 class _SyncRound(_Trips):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import tomllib
+from fedsim.network.traffic import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = "scenarios/neural_ode.toml"
@@ -32,16 +33,6 @@ ORDER = [f"odenet-n{n}" for n in NS] + [f"resnet-n{n}" for n in NS] + list(FLEX[
 ORDER += ["odenet-n4-groupnorm"]
 LONG = ("odenet-n4", "resnet-n4", "odenet-mixed", "odenet-uniform-c1")  # + LONG_ROUNDS rounds
 LONG_ROUNDS = 30
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line
-            break
-    return rows
 
 
 def run_variant(name: str, runs: Path, rerun: bool, rounds: int | None = None) -> None:
@@ -59,8 +50,8 @@ def load_run(d: Path) -> dict | None:
     if not (d / "summary.json").exists():
         return None
     summary = json.loads((d / "summary.json").read_text())
-    metrics = read_jsonl(d / "metrics.jsonl")
-    traffic = read_jsonl(d / "traffic.jsonl")
+    metrics = list(read_jsonl(d / "metrics.jsonl"))
+    traffic = list(read_jsonl(d / "traffic.jsonl"))
     ups = [t for t in traffic if t["kind"] == "update"]
     downs = {(t["round"], t["client"]): t for t in traffic if t["kind"] == "model"}
     times = [m["sim_time"] for m in metrics]

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fedsim.network.traffic import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "quantization"
 PAGE = ROOT / "docs" / "results" / "quantization.md"
@@ -48,16 +50,6 @@ def run_missing(rerun: bool, sets: list[str]) -> None:
             subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line
-            pass
-    return out
-
-
 def load(sc: str) -> dict[str, dict]:
     out = {}
     for name in variants(sc):
@@ -65,7 +57,7 @@ def load(sc: str) -> dict[str, dict]:
         if not (d / "summary.json").exists():
             continue
         out[name] = {
-            "rows": read_jsonl(d / "metrics.jsonl"),
+            "rows": list(read_jsonl(d / "metrics.jsonl")),
             "summary": json.loads((d / "summary.json").read_text()),
         }
     return out

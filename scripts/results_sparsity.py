@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fedsim.network.traffic import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = "scenarios/feddip.toml"
 RUNS = ROOT / "runs" / "feddip"
@@ -41,16 +43,6 @@ def run_missing(names: list[str], rerun: bool) -> None:
         cmd += ["--out", str(RUNS.relative_to(ROOT)), "--force", "--quiet", "--summary"]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line
-            pass
-    return out
 
 
 def tensor_sizes(run: Path) -> dict[str, int]:
@@ -81,8 +73,8 @@ def load_run(name: str, sizes_cache: dict) -> dict | None:
     if not (d / "summary.json").exists():
         return None
     summary = json.loads((d / "summary.json").read_text())
-    rows = read_jsonl(d / "metrics.jsonl")
-    traffic = read_jsonl(d / "traffic.jsonl")
+    rows = list(read_jsonl(d / "metrics.jsonl"))
+    traffic = list(read_jsonl(d / "traffic.jsonl"))
     downs: dict[int, int] = {}
     for t in traffic:
         if t["kind"] == "model" and not t["dropped"]:

@@ -12,6 +12,7 @@ so bytes, simulated time and results do not depend on which one ran.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import uuid
 from collections.abc import Sequence
@@ -29,15 +30,17 @@ SNDHWM = 16
 RCVHWM = 16
 
 
-class Executor:
-    async def start(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+class Executor(abc.ABC):
+    """Runs the round's tasks somewhere and returns one validated result per task."""
 
-    async def run(self, tasks: Sequence[P.Task]) -> dict[int, P.TaskResult]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def start(self) -> None: ...
 
-    async def close(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def run(self, tasks: Sequence[P.Task]) -> dict[int, P.TaskResult]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
 
 
 def configure_socket(sock: zmq.Socket, *, max_msg: int = 1 << 31) -> None:
