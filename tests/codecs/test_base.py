@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from fedsim.codecs.base import Codec
 from fedsim.codecs.error_feedback import ErrorFeedback
 from fedsim.codecs.pipeline import parse_codec
