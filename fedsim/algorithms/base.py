@@ -6,11 +6,20 @@ method like FedProx overrides one function and reads as a diff of FedAvg.
 
 Tensors crossing the hooks are numpy float32 arrays keyed by state_dict name; torch lives
 only inside local training.
+
+The server role and the client role are separate instances in every executor (in process
+too): the server instance is bound to a `ServerContext` (evaluator, FLOPs, seeded RNGs,
+fresh models) and keeps the state it declares in `server_state_fields`, which the runtime
+checkpoints and restores; the client instance sees only a `ClientContext` per task, and
+its per-client state travels in `ctx.state` / `ClientUpdate.state`, kept by the runtime's
+client state store. No algorithm saves or restores anything by hand, and nothing here
+imports `fedsim.runtime`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,6 +46,26 @@ class RoundPlan:
     downlink: str
     uplink: str
     config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ServerContext:
+    """What a server-side hook may use, built by the runtime from the experiment.
+
+    new_model: a freshly built model as every client builds it (`prepare_model` applied).
+    evaluate: test accuracy and loss of a model (the run's evaluator).
+    train_flops_per_sample: training FLOPs per sample of a model (forward + backward).
+    rng: rng(round, client=0), a generator seeded by (scenario seed, round, client), for a
+        method's server-side draws.
+    """
+
+    scenario: Any
+    dataset: Any
+    new_model: Callable[[], torch.nn.Module]
+    evaluate: Callable[[torch.nn.Module], tuple[float, float]]
+    train_flops_per_sample: Callable[[torch.nn.Module], float]
+    rng: Callable[..., np.random.Generator]
+    round: int = 0
 
 
 @dataclass
@@ -76,6 +105,7 @@ class ClientResult:
     train_loss: float
     metrics: dict[str, Any]
     staleness: int = 0
+    weight: float = 1.0  # the schedule's weight of this update (FedBuff: s(staleness))
 
 
 def communicated_names(model: torch.nn.Module) -> list[str]:
@@ -99,14 +129,19 @@ def load_state(model: torch.nn.Module, state: State) -> None:
 
 
 def weighted_mean(results: list[ClientResult], *, weighted: bool = True) -> State:
-    """Sample-weighted mean of the clients' tensors, in client-id order, accumulated in float64."""
-    results = sorted(results, key=lambda r: r.client_id)
+    """Sample-weighted mean of the clients' tensors, in client-id order, accumulated in float64.
+
+    Each term is also scaled by the result's schedule weight (1 in synchronous rounds; the
+    staleness factor s(τ) under FedBuff) while the normaliser stays Σ n_i, so a stale update
+    counts less instead of being renormalised back up (FedBuff, Nguyen et al. 2022, Alg. 1).
+    """
+    results = sorted(results, key=lambda r: (r.client_id, r.staleness))
     total = sum(r.num_samples for r in results) if weighted else len(results)
     out: State = {}
     for name in results[0].tensors:
         acc = None  # one tensor of every client at a time (updates may decode lazily)
         for r in results:
-            w = (r.num_samples if weighted else 1) / total
+            w = r.weight * (r.num_samples if weighted else 1) / total
             term = w * r.tensors[name].astype(np.float64)
             acc = term if acc is None else acc + term
         out[name] = acc.astype(np.float32)
@@ -119,10 +154,32 @@ class Algorithm:
     name: ClassVar[str] = "base"
     summary: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
+    # attributes of the server instance that carry over between rounds; the runtime
+    # checkpoints and restores them (None, bool, int, float, str, numpy arrays, or dicts of
+    # those)
+    server_state_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, scenario: Any, options: Options | None = None):
         self.scenario = scenario
         self.options = options if options is not None else self.Options()
+        self.server: ServerContext | None = None
+
+    def bind(self, ctx: ServerContext) -> None:
+        """Make this instance the server role (called once by the runtime, before init_global)."""
+        self.server = ctx
+
+    # ---- what the runtime must know before it runs ------------------------------------
+    def async_refusal(self) -> str | None:
+        """Why this method (with these options) cannot run under FedBuff's asynchronous
+        schedule, or None. The async schedule passes staleness weights through
+        `ClientResult.weight`; a server rule that ignores them, or updates that are not
+        differences, must refuse."""
+        return None
+
+    def custom_downlink(self) -> bool:
+        """True when the method encodes its downlink payload itself (`encode_payload`
+        overridden): the runtime's per-client downlink error feedback cannot apply."""
+        return type(self).encode_payload is not Algorithm.encode_payload
 
     # ---- server side -------------------------------------------------------------------
     def init_global(self, model: torch.nn.Module) -> State:
@@ -139,8 +196,14 @@ class Algorithm:
     def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
         if not results:
             return global_state
-        delta = weighted_mean(results)
-        return {k: (global_state[k] + delta[k]).astype(np.float32) for k in global_state}
+        return self.apply_delta(global_state, weighted_mean(results))
+
+    def apply_delta(self, global_state: State, delta: State) -> State:
+        """w ← w + η_g·Δ with the scenario's server step size (1 unless set)."""
+        lr = float(self.scenario.server.server_lr)
+        if lr == 1.0:
+            return {k: (global_state[k] + delta[k]).astype(np.float32) for k in global_state}
+        return {k: (global_state[k] + lr * delta[k]).astype(np.float32) for k in global_state}
 
     def after_aggregate(
         self, rnd: int, global_state: State, results: list[ClientResult]
@@ -152,13 +215,14 @@ class Algorithm:
         """Called once on every freshly built model, in every process, before any state is
         loaded (e.g. OQFL swaps in layers with learned quantizer steps)."""
 
-    def server_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Server-side state a method keeps between rounds, for checkpoints: (small
-        msgpack-able values, numpy arrays). Methods with such state override both."""
-        return {}, {}
+    def server_state(self) -> dict[str, Any]:
+        """The declared server state (`server_state_fields`), for checkpoints."""
+        return {name: getattr(self, name) for name in self.server_state_fields}
 
-    def load_server_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        pass
+    def load_server_state(self, values: dict[str, Any]) -> None:
+        for name in self.server_state_fields:
+            if name in values:
+                setattr(self, name, values[name])
 
     def summary_extra(self, model: torch.nn.Module, dataset: Any) -> dict[str, Any]:
         """Extra summary.json fields computed on the final global model (e.g. PTQ tables)."""

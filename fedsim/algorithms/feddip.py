@@ -225,6 +225,10 @@ class FedDIP(Algorithm):
     name = "feddip"
     summary = "FedDIP: dynamic pruning + error feedback + incremental regularization (Long 2023)"
     Options = FedDIPOptions
+    server_state_fields = ("mask",)
+
+    def async_refusal(self) -> str | None:
+        return "clients send pruned weights, not differences: a staleness weight has no meaning"
 
     def __init__(self, scenario: Any, options: Options | None = None):
         super().__init__(scenario, options)
@@ -273,19 +277,6 @@ class FedDIP(Algorithm):
             return super().encode_payload(rnd, plan, rng)
         records, _, _ = sparse_records(plan.payload, self.mask, self.options.mask, rng)
         return records
-
-    def server_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        if self.mask is None:
-            return {}, {}
-        return {"has_mask": True}, {f"mask/{k}": v.astype(np.uint8) for k, v in self.mask.items()}
-
-    def load_server_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        if meta.get("has_mask"):
-            self.mask = {
-                k[len("mask/") :]: v.astype(bool)
-                for k, v in arrays.items()
-                if k.startswith("mask/")
-            }
 
     def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
         if not results:

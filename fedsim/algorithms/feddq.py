@@ -75,8 +75,10 @@ class FedDQOptions(Options):
 
 
 class LossTracking:
-    """Server side: the clients' mean training loss of round 1 (F_0) and of the last round."""
+    """Server side: the clients' mean training loss of round 1 (F_0) and of the last round
+    (declared server state: checkpointed and restored by the runtime)."""
 
+    server_state_fields = ("f0", "f_last")
     f0: float | None = None
     f_last: float | None = None
 
@@ -113,8 +115,9 @@ class FedDQ(LossTracking, FedPAQ):
     def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
         if not results:
             return global_state
-        delta = weighted_mean(results, weighted=self.options.weighted)
-        return {k: (global_state[k] + delta[k]).astype(np.float32) for k in global_state}
+        return self.apply_delta(
+            global_state, weighted_mean(results, weighted=self.options.weighted)
+        )
 
     def after_aggregate(
         self, rnd: int, global_state: State, results: list[ClientResult]

@@ -152,7 +152,6 @@ class ODEFL(FedAvg):
         self._initial: dict[str, torch.Tensor] = {}
         self._base = 1
         self._built = 0  # per-iteration BatchNorm copies (0: any C is allowed)
-        self._dataset = None
         self._flops: dict[int, float] = {}
 
     # ---- server side -------------------------------------------------------------------
@@ -203,13 +202,8 @@ class ODEFL(FedAvg):
             return flop_model.train_flops(1)
         c = int(c)
         if c not in self._flops:
-            from fedsim.runtime.flops import FlopModel
-
-            shape = tuple(self._data().input_shape)
             with self._at_iterations(c) as model:
-                self._flops[c] = FlopModel(
-                    model, shape, self.scenario.train.batch_size
-                ).train_flops(1)
+                self._flops[c] = self.server.train_flops_per_sample(model)
         return self._flops[c]
 
     def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
@@ -246,26 +240,14 @@ class ODEFL(FedAvg):
 
     def evaluate_at(self, global_state: State, iterations: list[int]) -> dict[str, float]:
         """Test accuracy and loss of ``global_state`` run at each C in ``iterations``."""
-        from fedsim.runtime.client import readonly_tensor
-        from fedsim.runtime.coordinator import evaluate
-
-        data = self._data()
-        x, y = readonly_tensor(data.x_test), readonly_tensor(data.y_test)
         out: dict[str, float] = {}
         for c in iterations:
             with self._at_iterations(c) as model:
                 model.load_state_dict(self._initial)
                 load_state(model, {k: v for k, v in global_state.items() if k in self._initial})
-                acc, loss = evaluate(model, x, y, self.scenario.eval.batch_size)
+                acc, loss = self.server.evaluate(model)
             out[f"acc_c{c}"], out[f"loss_c{c}"] = acc, loss
         return out
-
-    def _data(self):
-        if self._dataset is None:
-            from fedsim.runtime.build import load_data
-
-            self._dataset = load_data(self.scenario)
-        return self._dataset
 
     def _at_iterations(self, c: int):
         return _Iterations(self._model, c)

@@ -31,6 +31,7 @@ from fedsim.algorithms.base import (
     ClientResult,
     ClientUpdate,
     Options,
+    ServerContext,
     State,
     load_state,
 )
@@ -54,14 +55,13 @@ class PTQOptions(Options):
         return v
 
 
-def run_ptq(scenario: Any, global_state: State, configs, calib_batches: int) -> dict[str, float]:
-    """PTQ table of a global state, on a model built from the scenario (as the runtime does)."""
-    from fedsim.runtime.build import load_data, make_model
-
-    dataset = load_data(scenario)
-    model = make_model(scenario, dataset)
+def run_ptq(
+    server: ServerContext, global_state: State, configs, calib_batches: int
+) -> dict[str, float]:
+    """PTQ table of a global state, on a fresh model built as every client builds it."""
+    model = server.new_model()
     load_state(model, {k: v for k, v in global_state.items() if k in model.state_dict()})
-    table = ptq_table(model, dataset, configs, calib_batches=calib_batches)
+    table = ptq_table(model, server.dataset, configs, calib_batches=calib_batches)
     return {f"ptq_{k}": v for k, v in table.items()}
 
 
@@ -69,6 +69,8 @@ class FedAvgPTQ(FedAvg):
     name = "fedavg_ptq"
     summary = "FedAvg whose final model is evaluated under PTQ (W8A8..W2)"
     Options = PTQOptions
+    server_state_fields = ("ptq_result",)
+    ptq_result: dict[str, float] | None = None
 
     def after_aggregate(
         self, rnd: int, global_state: State, results: list[ClientResult]
@@ -76,14 +78,12 @@ class FedAvgPTQ(FedAvg):
         out = dict(super().after_aggregate(rnd, global_state, results))
         o = self.options
         if o.ptq and rnd == self.scenario.rounds:
-            self.ptq_result = run_ptq(
-                self.scenario, global_state, o.ptq_configs, o.ptq_calib_batches
-            )
+            self.ptq_result = run_ptq(self.server, global_state, o.ptq_configs, o.ptq_calib_batches)
             out.update(self.ptq_result)
         return out
 
     def summary_extra(self, model: Any, dataset: Any) -> dict[str, Any]:
-        table = getattr(self, "ptq_result", None)
+        table = self.ptq_result
         return {"ptq": {k.removeprefix("ptq_"): v for k, v in table.items()}} if table else {}
 
 

@@ -48,8 +48,10 @@ class RunState:
     best_acc: float | None = None
     final_acc: float | None = None
     final_loss: float | None = None
+    empty_rounds: int = 0  # aggregations that had no accepted update
     offsets: dict[str, int] = field(default_factory=dict)
-    algo_meta: dict[str, Any] = field(default_factory=dict)
+    algo_meta: dict[str, Any] = field(default_factory=dict)  # declared server state (scalars)
+    schedule: dict[str, Any] = field(default_factory=dict)  # the schedule's own loop state
 
 
 def scenario_hash(resolved_toml: str) -> str:
@@ -72,14 +74,16 @@ def save(
     state: RunState,
     global_state: dict[str, np.ndarray],
     client_states: dict[int, dict[str, np.ndarray]],
-    algo_arrays: dict[str, np.ndarray],
+    extra_arrays: dict[str, np.ndarray],
     scen_hash: str,
 ) -> Path:
+    """`extra_arrays` are named "<section>/<key>" (e.g. "algo/mask/conv1.weight",
+    "down/3/fc.weight", "sched/..."); they come back from `load` under the same names."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     records = [_rec(f"global/{k}", v) for k, v in sorted(global_state.items())]
     for c in sorted(client_states):
         records += [_rec(f"client/{c}/{k}", v) for k, v in sorted(client_states[c].items())]
-    records += [_rec(f"algo/{k}", v) for k, v in sorted(algo_arrays.items())]
+    records += [_rec(k, v) for k, v in sorted(extra_arrays.items())]
     meta = {
         "round": state.round,
         "sim_time": state.sim_time,
@@ -91,8 +95,10 @@ def save(
         "best_acc": state.best_acc,
         "final_acc": state.final_acc,
         "final_loss": state.final_loss,
+        "empty_rounds": state.empty_rounds,
         "offsets": state.offsets,
         "algo_meta": state.algo_meta,
+        "schedule": state.schedule,
         "scenario_sha256": scen_hash,
     }
     blob = to_blob(pack_message("checkpoint", meta, records))
@@ -142,12 +148,14 @@ def load(path: Path, scen_hash: str) -> tuple[RunState, dict, dict[int, dict], d
         best_acc=m["best_acc"],
         final_acc=m["final_acc"],
         final_loss=m["final_loss"],
+        empty_rounds=int(m.get("empty_rounds", 0)),
         offsets=dict(m["offsets"]),
         algo_meta=dict(m.get("algo_meta") or {}),
+        schedule=dict(m.get("schedule") or {}),
     )
     global_state: dict[str, np.ndarray] = {}
     clients: dict[int, dict[str, np.ndarray]] = {}
-    algo: dict[str, np.ndarray] = {}
+    extra: dict[str, np.ndarray] = {}
     for rec in msg.tensors:
         arr = np.asarray(rec.buffers[0]).reshape(rec.shape).copy()
         kind, _, rest = rec.name.partition("/")
@@ -156,9 +164,55 @@ def load(path: Path, scen_hash: str) -> tuple[RunState, dict, dict[int, dict], d
         elif kind == "client":
             c, _, key = rest.partition("/")
             clients.setdefault(int(c), {})[key] = arr
-        elif kind == "algo":
-            algo[rest] = arr
-    return state, global_state, clients, algo
+        else:
+            extra[rec.name] = arr
+    return state, global_state, clients, extra
+
+
+def pack_values(
+    prefix: str, values: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Declared state (None, bool, int, float, str, arrays, dicts of scalars or of arrays)
+    -> (msgpack-able description, arrays named "<prefix>/<name>[/<key>]")."""
+    meta: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+
+    def array(name: str, a: np.ndarray) -> dict[str, Any]:
+        a = np.asarray(a)
+        arrays[f"{prefix}/{name}"] = a.astype(np.uint8) if a.dtype == bool else a
+        return {"dtype": str(a.dtype)}
+
+    for name, v in values.items():
+        if v is None or isinstance(v, (bool, int, float, str)):
+            meta[name] = {"value": v}
+        elif isinstance(v, np.ndarray):
+            meta[name] = {"array": array(name, v)}
+        elif isinstance(v, dict) and all(isinstance(x, np.ndarray) for x in v.values()):
+            meta[name] = {"arrays": {k: array(f"{name}/{k}", x) for k, x in v.items()}}
+        elif isinstance(v, dict) and all(
+            x is None or isinstance(x, (bool, int, float, str)) for x in v.values()
+        ):
+            meta[name] = {"value": dict(v)}
+        else:
+            raise FedsimError(f"server state {name!r}: {type(v).__name__} cannot be checkpointed")
+    return meta, arrays
+
+
+def unpack_values(
+    prefix: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    def array(name: str, d: dict[str, Any]) -> np.ndarray:
+        return arrays[f"{prefix}/{name}"].astype(np.dtype(d["dtype"]))
+
+    out: dict[str, Any] = {}
+    for name, d in meta.items():
+        if "array" in d:
+            out[name] = array(name, d["array"])
+        elif "arrays" in d:
+            out[name] = {k: array(f"{name}/{k}", x) for k, x in d["arrays"].items()}
+        else:
+            out[name] = d["value"]
+    return out
 
 
 def truncate_logs(run_dir: Path, offsets: dict[str, int]) -> None:

@@ -10,22 +10,21 @@ accepts the result. So any runner can train any client and get the same bytes.
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
-from fedsim.algorithms import build_algorithm
-from fedsim.algorithms.base import ClientContext, load_state
+from fedsim.algorithms.base import ClientContext, State, load_state
 from fedsim.codecs.pipeline import decode_tensors
 from fedsim.codecs.wire import pack_message, unpack_message
+from fedsim.experiment import Experiment
 from fedsim.runtime import seeding
-from fedsim.runtime.build import load_data, make_model, make_partitions
 from fedsim.runtime.protocol import Task, TaskResult, pack_state, unpack_state
 
 CODEC_PREFIX = "codec/"
 ALGO_PREFIX = "algo/"
+DOWN_PREFIX = "down/"  # the model this client last received (downlink error feedback)
 
 
 def split_state(state: dict[str, np.ndarray]) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
@@ -33,12 +32,27 @@ def split_state(state: dict[str, np.ndarray]) -> tuple[dict[str, dict], dict[str
     codec: dict[str, dict] = {}
     algo: dict[str, np.ndarray] = {}
     for k, v in state.items():
+        if k.startswith(DOWN_PREFIX):
+            continue
         if k.startswith(CODEC_PREFIX):
             tensor, _, key = k[len(CODEC_PREFIX) :].rpartition("#")
             codec.setdefault(tensor, {})[key] = v
         elif k.startswith(ALGO_PREFIX):
             algo[k[len(ALGO_PREFIX) :]] = v
     return codec, algo
+
+
+def model_received(decoded: State, meta: dict[str, Any], reference: dict[str, np.ndarray]) -> State:
+    """The model a client holds after a downlink message: the decoded tensors, or — with
+    downlink error feedback (meta "reference") — its previous model plus the decoded
+    difference (docs/codecs.md, "Downlink error feedback")."""
+    if not meta.get("reference"):
+        return decoded
+    out = {}
+    for k, d in decoded.items():
+        ref = reference.get(k)
+        out[k] = (d if ref is None else ref.reshape(d.shape) + d).astype(np.float32)
+    return out
 
 
 def join_state(codec: dict[str, dict | None], algo: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -51,36 +65,34 @@ def join_state(codec: dict[str, dict | None], algo: dict[str, np.ndarray]) -> di
     return out
 
 
-def readonly_tensor(a: np.ndarray) -> torch.Tensor:
-    """A tensor view of a cached, read-only dataset array (never written to)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.ascontiguousarray(a))
-
-
 class ClientRunner:
-    def __init__(self, scenario: Any):
+    """The client role: its own algorithm instance and model, never the server's."""
+
+    def __init__(self, scenario: Any, experiment: Experiment | None = None):
         self.scenario = scenario
-        torch.set_num_threads(scenario.runtime.torch_threads)
-        self.algorithm = build_algorithm(scenario)
-        self.dataset = load_data(scenario)
-        self.partitions = make_partitions(scenario, self.dataset)
-        self.model = make_model(scenario, self.dataset)
-        self.algorithm.prepare_model(self.model)
+        self.experiment = exp = experiment if experiment is not None else Experiment(scenario)
+        self.algorithm = exp.algorithm()
+        self.dataset = exp.dataset
+        self.partitions = exp.partitions
+        self.model = exp.new_model(self.algorithm)
         # full initial state incl. non-communicated buffers: reset before every task so a
         # runner's history never leaks into the next client's training
         self._initial = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self._x = readonly_tensor(self.dataset.x_train)
-        self._y = readonly_tensor(self.dataset.y_train)
+        self._x = exp.x_train
+        self._y = exp.y_train
 
     def run(self, task: Task) -> TaskResult:
         t0 = time.perf_counter()
         msg = unpack_message(task.payload)
-        global_state = decode_tensors(msg.tensors)
         config = dict(msg.meta.get("config") or {})
         config.update(task.meta.get("client_config") or {})
         uplink = str(msg.meta.get("uplink", "fp32"))
-        codec_state, algo_state = split_state(unpack_state(task.state))
+        state_in = unpack_state(task.state)
+        codec_state, algo_state = split_state(state_in)
+        reference = {
+            k[len(DOWN_PREFIX) :]: v for k, v in state_in.items() if k.startswith(DOWN_PREFIX)
+        }
+        global_state = model_received(decode_tensors(msg.tensors), msg.meta, reference)
 
         self.model.load_state_dict(self._initial)
         load_state(self.model, global_state)

@@ -15,6 +15,8 @@ DOWNLINK = 4
 INIT = 5
 NETWORK = 6
 PARTITION = 7
+ALGORITHM = 8  # server-side draws of a method (ServerContext.rng)
+DOWNLINK_CLIENT = 9  # per-client downlink encoding (error feedback on the model)
 
 
 def derive_seed(seed: int, purpose: int, rnd: int = 0, client: int = 0) -> int:

@@ -168,7 +168,9 @@ class ServerCfg(Strict):
         "polynomial", description="async: staleness weighting"
     )
     staleness_exponent: float = Field(0.5, ge=0, description="async: a in (1+s)^-a")
-    server_lr: float = Field(1.0, gt=0, description="async: server step size on the buffered mean")
+    server_lr: float = Field(
+        1.0, gt=0, description="server step size η_g on the mean update (sync rounds and FedBuff)"
+    )
 
 
 class EvalCfg(Strict):

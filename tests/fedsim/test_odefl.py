@@ -17,6 +17,7 @@ from fedsim.algorithms import build_algorithm
 from fedsim.algorithms.base import ClientContext, ClientResult, ClientUpdate, state_from_model
 from fedsim.algorithms.odefl import ODEFLOptions, alias_map, client_iterations, unrolled_counts
 from fedsim.cli import main
+from fedsim.experiment import Experiment
 from fedsim.models import ODENet, ResNet
 from fedsim.runtime.flops import FlopModel
 from fedsim.scenario import validate_doc
@@ -137,6 +138,7 @@ def test_unrolled_counts_follow_the_iterations():
 def test_train_flops_per_sample_scale_with_iterations():
     sc = scenario()
     algo = build_algorithm(sc)
+    algo.bind(Experiment(sc).server_context(algo))
     torch.manual_seed(0)
     model = ODENet((1, 28, 28), 10, blocks=2, width=4, stages=2)
     algo.init_global(model)
@@ -213,7 +215,9 @@ def test_local_train_runs_at_the_client_c_and_restores_the_model():
 
 
 def test_evaluate_at_several_iterations():
-    algo = build_algorithm(scenario())
+    sc = scenario()
+    algo = build_algorithm(sc)
+    algo.bind(Experiment(sc).server_context(algo))
     torch.manual_seed(0)
     model = ODENet((1, 28, 28), 10, blocks=2, width=4, stages=2)
     state = algo.init_global(model)
