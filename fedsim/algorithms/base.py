@@ -176,6 +176,12 @@ class Algorithm:
         differences, must refuse."""
         return None
 
+    def owns_codec(self, direction: str) -> bool:
+        """True when the method picks the codec of `direction` ("uplink" | "downlink") itself,
+        so a scenario's `[codec]` choice for it would be silently ignored: the runtime then
+        refuses anything but the default "fp32" there."""
+        return False
+
     def custom_downlink(self) -> bool:
         """True when the method encodes its downlink payload itself (`encode_payload`
         overridden): the runtime's per-client downlink error feedback cannot apply."""

@@ -230,6 +230,9 @@ class FedDIP(Algorithm):
     def async_refusal(self) -> str | None:
         return "clients send pruned weights, not differences: a staleness weight has no meaning"
 
+    def owns_codec(self, direction: str) -> bool:
+        return True  # exact per-tensor sparse records both ways
+
     def __init__(self, scenario: Any, options: Options | None = None):
         super().__init__(scenario, options)
         self.mask: dict[str, np.ndarray] | None = None  # server-side global mask

@@ -95,6 +95,9 @@ class FedDQ(LossTracking, FedPAQ):
     summary = "FedDQ: per-tensor bits from the update range, descending (Qu et al. 2022)"
     Options = FedDQOptions
 
+    def owns_codec(self, direction: str) -> bool:
+        return direction == "uplink"  # bits per tensor (range) or per round (loss)
+
     def configure_round(self, rnd: int, global_state: State) -> RoundPlan:
         plan = super().configure_round(rnd, global_state)
         if self.options.mode != "loss":

@@ -86,6 +86,14 @@ class OQFL(FedAvg):
     summary = "OQFL: LSQ learned-step quantization trained with the task loss (Kim & Hong 2020)"
     Options = OQFLOptions
 
+    def owns_codec(self, direction: str) -> bool:
+        return self.options.wire == "int"  # the learned grid's integer codes both ways
+
+    def async_refusal(self) -> str | None:
+        if self.options.wire == "int":
+            return "wire = int sends local weights (not differences) and projects their mean"
+        return None
+
     def convert(self, model: torch.nn.Module) -> dict[str, int]:
         o = self.options
         act = o.bits if o.act_bits is None else o.act_bits

@@ -53,6 +53,12 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
                 parse_codec(spec)
             except ValueError as e:
                 _fail(file, f"codec.{direction}", str(e))
+    if parse_codec is not None:
+        from fedsim.scenario.composition import composition_refusal
+
+        refusal = composition_refusal(sc)
+        if refusal is not None:
+            _fail(file, *refusal)
     try:
         from fedsim.network.devices import CATALOG
     except ImportError:
