@@ -50,6 +50,7 @@ BENCHES: dict[str, tuple[str, tuple[str, ...]]] = {
     "transport": ("bench_transport", ("transport_vs_raw_zmq",)),
     "overhead": ("bench_overhead", ("overhead_inproc",)),
     "workers": ("bench_workers", ("workers2_efficiency",)),
+    "async": ("bench_async", ("async_workers2_efficiency",)),
     "population": ("bench_population", ("population_10k_rss",)),
     "flower": ("bench_flower", ("flower_vs_fedsim",)),
 }

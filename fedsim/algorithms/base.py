@@ -122,10 +122,13 @@ def state_from_model(model: torch.nn.Module) -> State:
 
 
 def load_state(model: torch.nn.Module, state: State) -> None:
+    """Copy the model's entries of `state` into it; other entries (server tensors a method's
+    payload carries beside the weights, e.g. SCAFFOLD's control variate) are left out."""
     sd = model.state_dict()
     with torch.no_grad():
         for k, v in state.items():
-            sd[k].copy_(torch.from_numpy(np.ascontiguousarray(v)).view_as(sd[k]))
+            if k in sd:
+                sd[k].copy_(torch.from_numpy(np.ascontiguousarray(v)).view_as(sd[k]))
 
 
 def weighted_mean(results: list[ClientResult], *, weighted: bool = True) -> State:
@@ -309,7 +312,11 @@ class Algorithm:
             self.after_backward(ctx)
             opt.step()
         local = state_from_model(model)
-        delta = {k: (local[k] - ctx.global_state[k]).astype(np.float32) for k in ctx.global_state}
+        delta = {
+            k: (local[k] - ctx.global_state[k]).astype(np.float32)
+            for k in ctx.global_state
+            if k in local  # the model's own entries (a payload may carry more)
+        }
         return ClientUpdate(
             tensors=delta, num_samples=n, train_loss=float(np.mean(losses)) if losses else 0.0
         )

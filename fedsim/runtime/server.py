@@ -146,7 +146,10 @@ class Server:
         client c last received; the client holds ŵ_c + C(w − ŵ_c), and what C dropped stays
         in the next round's difference."""
         reference = self.down_store.get(c) or self.initial_global
-        diff = {k: (v - reference[k]).astype(np.float32) for k, v in plan.payload.items()}
+        diff = {
+            k: (v - reference[k]).astype(np.float32) if k in reference else v.copy()
+            for k, v in plan.payload.items()
+        }
         inner = parse_codec(plan.downlink).inner
         rng = seeding.rng_for(self.scenario.seed, seeding.DOWNLINK_CLIENT, rnd, c)
         records, _ = encode_tensors(diff, inner, rng, None)

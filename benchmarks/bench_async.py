@@ -1,0 +1,100 @@
+"""async_workers2_efficiency: FedBuff with 10 clients training at once, 2 ipc workers.
+
+The quick-start workload (mnist5k, CNN, 20 Dirichlet clients, 1 local epoch, 1 torch thread)
+under `server.mode = "async"` with `server.concurrency = 10` and `server.buffer_size = 5`,
+once in process and once with 2 worker processes over ipc. FedBuff submits each task as soon
+as its client is chosen, so both workers stay busy while the network model waits only for the
+results it needs. efficiency = in-process time / (2 × 2-worker time) over the aggregations
+after the first one (the first holds the workers' start-up: importing torch, building data).
+Both runs give the same model hash (checked here: a mismatch fails the benchmark).
+
+    python benchmarks/bench_async.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_overhead import quickstart_scenario  # noqa: E402
+
+from fedsim.runtime.coordinator import Coordinator  # noqa: E402
+
+TARGET = 0.8  # at least
+WORKERS = 2
+
+
+def _scenario(quick: bool, *extra: str):
+    rounds = "rounds=3" if quick else "rounds=8"
+    return quickstart_scenario(
+        quick,
+        rounds,
+        'server.mode="async"',
+        "server.concurrency=10",
+        "server.buffer_size=5",
+        "runtime.torch_threads=1",
+        *extra,
+    )
+
+
+def _timed_run(sc) -> dict:
+    with tempfile.TemporaryDirectory(prefix="fedsim-bench-") as out:
+        t0 = time.perf_counter()
+        summary = Coordinator(sc, Path(out) / "run").run()
+        wall = time.perf_counter() - t0
+        rows = [
+            json.loads(x) for x in (Path(out) / "run" / "metrics.jsonl").read_text().splitlines()
+        ]
+    return {
+        "wall_s": wall,
+        "rows_s": [r["wall_time"] for r in rows],
+        "sha": summary["model_sha256"],
+    }
+
+
+def run(quick: bool = False) -> dict[str, dict]:
+    inproc = _timed_run(_scenario(quick))
+    multi = _timed_run(_scenario(quick, 'runtime.transport="ipc"', f"runtime.workers={WORKERS}"))
+    if inproc["sha"] != multi["sha"]:
+        raise SystemExit("bench_async: in-process and 2-worker runs gave different model hashes")
+    steady_in, steady_multi = sum(inproc["rows_s"][1:]), sum(multi["rows_s"][1:])
+    return {
+        "async_workers2_efficiency": {
+            "value": steady_in / (WORKERS * steady_multi),
+            "target": f">= {TARGET}",
+            "raw": {
+                "inproc_rows_s": inproc["rows_s"],
+                "workers2_rows_s": multi["rows_s"],
+                "inproc_wall_s": inproc["wall_s"],
+                "workers2_wall_s": multi["wall_s"],
+                "end_to_end_efficiency": inproc["wall_s"] / (WORKERS * multi["wall_s"]),
+                "aggregations_counted": len(inproc["rows_s"]) - 1,
+                "concurrency": 10,
+                "buffer_size": 5,
+                "torch_threads": 1,
+                "transport": "ipc",
+            },
+        }
+    }
+
+
+def _describe(raw: dict) -> str:
+    return (
+        f"end to end {raw['end_to_end_efficiency']:.3f} "
+        f"({raw['inproc_wall_s']:.1f} s in process, {raw['workers2_wall_s']:.1f} s with 2 workers)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from run import standalone
+
+    return standalone(__doc__, run, _describe, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
