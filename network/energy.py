@@ -27,9 +27,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # annotations only: importing this module loads neither simpy nor the clock
-    from .clock import ClientTimeline
+if TYPE_CHECKING:  # annotations only: importing this module loads neither simpy nor rounds.py
     from .devices import PowerModel
+    from .rounds import ClientTimeline
 
 __all__ = [
     "ENERGY_PARTS",

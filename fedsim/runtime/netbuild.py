@@ -8,7 +8,6 @@ from typing import Any
 
 from fedsim.errors import ScenarioError
 from fedsim.network.availability import AlwaysOn, MarkovOnOff, load_trace
-from fedsim.network.clock import ClientJob, NetworkModel
 from fedsim.network.devices import (
     DeviceProfile,
     MixEntry,
@@ -18,6 +17,7 @@ from fedsim.network.devices import (
 )
 from fedsim.network.energy import client_energy
 from fedsim.network.links import DOWN, UP
+from fedsim.network.rounds import ClientJob, NetworkModel
 from fedsim.runtime import seeding
 
 # scenario key -> DeviceProfile field

@@ -5,7 +5,6 @@ import math
 
 import pytest
 from fedsim.network.availability import TraceAvailability
-from fedsim.network.clock import ClientJob, ClientTimeline, NetworkModel
 from fedsim.network.devices import (
     CATALOG,
     POWER_CATALOG,
@@ -16,6 +15,7 @@ from fedsim.network.devices import (
     power_models,
 )
 from fedsim.network.energy import ENERGY_PARTS, client_energy, sum_energy, transfer_energy
+from fedsim.network.rounds import ClientJob, ClientTimeline, NetworkModel
 
 INF = math.inf
 MB = 1_000_000
