@@ -1,6 +1,6 @@
 """netns_sweep: fedsim's flow-level network model against real TCP on shaped loopback.
 
-Needs root, ``ip`` and ``tc`` (see fedsim.network.validate). Builds one private network
+Needs root, ``ip`` and ``tc`` (see tcp_harness.py, next to this file). Builds one private network
 namespace, shapes its loopback with htb (server link = parent class, one child class per
 device with the device's rate as ceiling), sends real fedsim wire-format messages over
 ZeroMQ tcp, and compares per-message completion times with fedsim's model:
@@ -33,7 +33,7 @@ import sys
 import time
 
 from fedsim.network.links import DEFAULT_BANDWIDTH_FACTOR
-from fedsim.network.validate import (
+from tcp_harness import (  # benchmarks/tcp_harness.py: this script's folder is on sys.path
     HTB_OVERHEAD_FACTOR,
     Case,
     CaseResult,

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from .availability import Availability
-from .clock import ClientJob, NetworkModel
 from .devices import build_population
+from .rounds import ClientJob, NetworkModel
 
 __all__ = ["DEFAULT_MIX", "DryRunResult", "dry_run"]
 

@@ -9,7 +9,7 @@ import json
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from fedsim.network.traffic import read_jsonl
+from fedsim.runtime.jsonl import read_jsonl
 
 rows = [r for r in read_jsonl("runs/quickstart/metrics.jsonl") if r.get("test_accuracy") is not None]
 cum, total = [], 0

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import tomllib
-from fedsim.network.traffic import read_jsonl
+
+from fedsim.runtime.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = "scenarios/neural_ode.toml"

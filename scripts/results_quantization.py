@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedsim.network.traffic import read_jsonl
+from fedsim.runtime.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "quantization"

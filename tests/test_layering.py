@@ -70,3 +70,24 @@ def test_importing_codecs_loads_no_torch_simpy_zmq():
 def test_importing_network_loads_no_torch():
     loaded = _loaded_after_importing("fedsim.network")
     assert not loaded & {"torch", "torchvision", "pydantic"}
+
+
+def test_network_holds_the_model_only():
+    """Issue 16 item 7: no file writer, no process runner or command line in network/.
+
+    Run outputs (JSONL) live in fedsim.runtime.jsonl, the real-TCP harness in
+    benchmarks/tcp_harness.py; network/ may read trace files, never write.
+    """
+    roots = imported_roots(ROOT / "network")
+    bad = [f"{f}: imports {m}" for m in ("subprocess", "argparse") for f in roots.get(m, ())]
+    for path in (ROOT / "network").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
+                mode = node.args[1] if len(node.args) > 1 else None
+                mode = next((k.value for k in node.keywords if k.arg == "mode"), mode)
+                text = mode.value if isinstance(mode, ast.Constant) else "r"
+                if not isinstance(mode, (ast.Constant, type(None))) or set(text) & set("wax+"):
+                    bad.append(f"{path.name}:{node.lineno}: open() for writing")
+            elif isinstance(node, ast.Attribute) and node.attr in {"write_text", "write_bytes"}:
+                bad.append(f"{path.name}:{node.lineno}: {node.attr}")
+    assert not bad, bad

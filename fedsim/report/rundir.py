@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.errors import FedsimError
-from fedsim.network.traffic import read_jsonl
+from fedsim.runtime.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)

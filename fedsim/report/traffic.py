@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.errors import FedsimError
-from fedsim.network.traffic import read_jsonl
+from fedsim.runtime.jsonl import read_jsonl
 
 COLUMNS = [
     "messages",

@@ -8,10 +8,16 @@ from typing import Any
 
 from fedsim.errors import ScenarioError
 from fedsim.network.availability import AlwaysOn, MarkovOnOff, load_trace
-from fedsim.network.clock import ClientJob, NetworkModel
-from fedsim.network.devices import DeviceProfile, MixEntry, build_population
-from fedsim.network.energy import PowerModel, client_energy, power_models
+from fedsim.network.devices import (
+    DeviceProfile,
+    MixEntry,
+    PowerModel,
+    build_population,
+    power_models,
+)
+from fedsim.network.energy import client_energy
 from fedsim.network.links import DOWN, UP
+from fedsim.network.rounds import ClientJob, NetworkModel
 from fedsim.runtime import seeding
 
 # scenario key -> DeviceProfile field

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import fedsim
-from fedsim.network.traffic import JsonlWriter, TrafficLog
+from fedsim.runtime.jsonl import JsonlWriter, TrafficLog
 
 
 def model_sha256(state_dict: dict[str, torch.Tensor]) -> str:

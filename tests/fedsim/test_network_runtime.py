@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedsim.network.traffic import read_jsonl
 
 from fedsim.cli import main
+from fedsim.runtime.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = [

@@ -8,8 +8,9 @@ import sys
 import time
 
 import pytest
-from fedsim.network.traffic import read_jsonl
 from test_workers import SHORT, same_run
+
+from fedsim.runtime.jsonl import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fedsim.network.traffic import read_jsonl
 
 from fedsim.cli import main
+from fedsim.runtime.jsonl import read_jsonl
 
 SMALL = """
 name = "small"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import zmq
-from fedsim.network.traffic import read_jsonl
+
+from fedsim.runtime.jsonl import read_jsonl
 
 pytestmark = pytest.mark.multiprocess
 

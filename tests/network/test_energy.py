@@ -5,19 +5,17 @@ import math
 
 import pytest
 from fedsim.network.availability import TraceAvailability
-from fedsim.network.clock import ClientJob, ClientTimeline, NetworkModel
-from fedsim.network.devices import CATALOG, DeviceProfile
-from fedsim.network.energy import (
-    ENERGY_PARTS,
+from fedsim.network.devices import (
+    CATALOG,
     POWER_CATALOG,
     POWER_FIELDS,
+    DeviceProfile,
     PowerModel,
-    client_energy,
     get_power,
     power_models,
-    sum_energy,
-    transfer_energy,
 )
+from fedsim.network.energy import ENERGY_PARTS, client_energy, sum_energy, transfer_energy
+from fedsim.network.rounds import ClientJob, ClientTimeline, NetworkModel
 
 INF = math.inf
 MB = 1_000_000

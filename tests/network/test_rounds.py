@@ -4,8 +4,8 @@ import math
 
 import pytest
 from fedsim.network.availability import AlwaysOn, MarkovOnOff, TraceAvailability
-from fedsim.network.clock import ClientJob, ClientTimeline, NetworkModel
 from fedsim.network.devices import CATALOG, DeviceProfile, build_population, compute_seconds
+from fedsim.network.rounds import ClientJob, ClientTimeline, NetworkModel
 
 MB = 1e6
 MBps = 8e6

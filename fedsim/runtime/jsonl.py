@@ -1,6 +1,8 @@
-"""The per-message traffic log: one JSON object per message, appended whole.
+"""JSONL run outputs: the row writer and reader, and the per-message traffic log.
 
-Fields (docs/outputs.md): seq, round, kind (`model` down, `update` up, `control`), src,
+metrics.jsonl, traffic.jsonl and events.jsonl are written with :class:`JsonlWriter` (one
+JSON object per line, appended whole) and read back with :func:`read_jsonl`. The traffic
+log (:class:`TrafficLog`) has one row per message. Fields (docs/outputs.md): seq, round, kind (`model` down, `update` up, `control`), src,
 dst, client, codec, payload_bytes, wire_bytes, t_send, t_deliver (simulated seconds),
 dropped, reason, and `wall_*` fields for real timings. Readers tolerate a torn last line.
 """

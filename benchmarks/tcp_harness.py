@@ -1,4 +1,7 @@
-"""Validate the flow-level network model against real TCP on shaped loopback (needs root).
+"""tcp_harness: the flow-level network model against real TCP on shaped loopback (needs root).
+
+A validation harness, not part of the library: it lives in benchmarks/ and uses
+``fedsim.network`` (the model) and ``fedsim.codecs.wire`` (real messages) from outside.
 
 The harness builds, in a private network namespace, the two-level topology the max-min
 model assumes, and measures it:
@@ -10,7 +13,7 @@ model assumes, and measures it:
   guaranteed rates, so the parent's spare capacity is shared by deficit round robin in
   equal bytes: water-filling, i.e. max-min with per-device caps. ACKs and the control
   traffic match no filter and are not shaped;
-- one process inside the namespace (``python -m fedsim.network.validate _inside``) opens
+- one process inside the namespace (``python benchmarks/tcp_harness.py _inside``) opens
   one ZeroMQ PUSH -> PULL tcp connection per device on 127.0.0.1 (long-lived, warmed up
   with one small message, as fedsim's runtime keeps them), sends real fedsim wire-format
   messages (``fedsim.codecs.wire.pack_message``: a msgpack header frame plus a float32
@@ -24,8 +27,9 @@ The namespace is removed on every exit path (``try/finally`` and ``atexit``; nam
 ``fedsim-val-<pid>-<random>``, and stale ones whose creating process is gone are removed
 when a new run starts). Nothing outside the namespace is ever a target.
 
-``python -m fedsim.network.validate`` runs a small check; ``benchmarks/netns_sweep.py``
-runs the full sweep; docs/network-validation.md has the results and the method.
+``sudo python benchmarks/tcp_harness.py`` runs a small check; ``benchmarks/netns_sweep.py``
+runs the full sweep; tests/network/test_netns_validation.py loads this file by path;
+docs/network-validation.md has the results and the method.
 """
 
 from __future__ import annotations
@@ -44,14 +48,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import simpy
 import zmq
 from fedsim.codecs.wire import TensorRecord, pack_message, unpack_message, wire_bytes
-
-from .devices import DeviceProfile
-from .links import UP, DevicePaths, StarNetwork
+from fedsim.network.devices import DeviceProfile
+from fedsim.network.links import UP, DevicePaths, StarNetwork
 
 __all__ = [
     "Transfer",
@@ -72,6 +76,7 @@ NS_PREFIX = "fedsim-val-"
 BASE_PORT = 40000  # device i's connection goes to 127.0.0.1:BASE_PORT + i (shaped)
 CTRL_PORT = 39999  # round-trip probe, unshaped
 MTU = 1500
+HARNESS = Path(__file__).resolve()  # run again inside the namespace: `python HARNESS _inside`
 
 #: Usable fraction of an htb rate for TCP payload on an MTU-1500 loopback: htb counts
 #: whole frames (14 B Ethernet + 20 B IPv4 + 32 B TCP with timestamps + 1448 B payload),
@@ -305,16 +310,7 @@ class Namespace:
         return _run(["tc", "-n", self.name, "-s", "class", "show", "dev", "lo"], check=False).stdout
 
     def python(self, args: Sequence[str], stdin: str, timeout: float) -> str:
-        cmd = [
-            "ip",
-            "netns",
-            "exec",
-            self.name,
-            sys.executable,
-            "-m",
-            "fedsim.network.validate",
-            *args,
-        ]
+        cmd = ["ip", "netns", "exec", self.name, sys.executable, str(HARNESS), *args]
         res = _run(cmd, check=False, input=stdin, timeout=timeout)
         if res.returncode != 0:
             raise RuntimeError(f"inside the namespace: {res.stderr.strip()[-2000:]}")
@@ -529,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_inside"]:
         json.dump(_inside(json.load(sys.stdin)), sys.stdout)
         return 0
-    p = argparse.ArgumentParser(prog="python -m fedsim.network.validate", description=__doc__)
+    p = argparse.ArgumentParser(prog="python benchmarks/tcp_harness.py", description=__doc__)
     p.add_argument("--bandwidth-factor", type=float, default=HTB_OVERHEAD_FACTOR)
     args = p.parse_args(argv)
     if not cli_can_run():
