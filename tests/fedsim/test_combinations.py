@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fedsim.network.traffic import read_jsonl
+from fedsim.runtime.jsonl import read_jsonl
 
 from fedsim.algorithms import ALGORITHMS
 from fedsim.errors import ScenarioError
