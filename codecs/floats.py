@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Codec, expect_array, expect_buffers, numel
+from .base import Codec, expect_array, expect_buffers, expect_no_params, numel
 
 
 def to_bfloat16(x: np.ndarray) -> np.ndarray:
@@ -36,6 +36,7 @@ class Float32Codec(Codec):
         return (x.reshape(-1),), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 1, self.spec)
         return expect_array(buffers[0], np.float32, numel(shape), self.spec).astype(np.float32)
 
@@ -50,6 +51,7 @@ class Float16Codec(Codec):
         return (x.reshape(-1).astype(np.float16),), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 1, self.spec)
         return expect_array(buffers[0], np.float16, numel(shape), self.spec).astype(np.float32)
 
@@ -64,6 +66,7 @@ class BFloat16Codec(Codec):
         return (to_bfloat16(x.reshape(-1)),), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 1, self.spec)
         return from_bfloat16(expect_array(buffers[0], np.uint16, numel(shape), self.spec))
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import expect_array, expect_buffers, expect_finite, numel
+from .base import (
+    expand_groups,
+    expect_array,
+    expect_buffers,
+    expect_no_params,
+    expect_scales,
+    numel,
+)
 from .bitpack import CHUNK, code_dtype, pack_chunk, packed_nbytes, unpack_codes
 from .quantize import Grouped, group_reduce, per_value
 from .wire import WireError
@@ -60,18 +67,26 @@ class QSGDCodec(Grouped):
         return (out, norms), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 2, self.spec)
         n = numel(shape)
         groups, length = self.layout(shape)
         packed = expect_array(buffers[0], np.uint8, packed_nbytes(n, self.bits), self.spec)
         norms = expect_array(buffers[1], np.float32, groups, self.spec)
-        expect_finite(norms, self.spec, nonnegative=True)
+        expect_scales(norms, self.spec, nonnegative=True)
+        unit = norms / np.float32(self.levels)
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float32(self.levels) * unit).all():
+                raise WireError(f"{self.spec}: norm * level overflows float32")
         codes = unpack_codes(packed, self.bits, n)
         level = codes & ((1 << self.level_bits) - 1)
         if n and int(level.max()) > self.levels:
             raise WireError(f"{self.spec}: level above s={self.levels}")
+        # a zero norm comes from an all-zero group, which the encoder codes as all zeros
+        if n and not norms.all() and codes[expand_groups(norms == 0, n, length)].any():
+            raise WireError(f"{self.spec}: nonzero code in a group whose norm is 0")
         neg = (codes >> self.level_bits).astype(bool)
-        mag = level.astype(np.float32) * (per_value(norms, 0, n, length) / np.float32(self.levels))
+        mag = level.astype(np.float32) * per_value(unit, 0, n, length)
         return np.where(neg, -mag, mag).astype(np.float32)
 
     def encoded_nbytes(self, shape):

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Codec, expect_array, expect_buffers, expect_finite, numel
+from .base import (
+    TINY,
+    Codec,
+    expand_groups,
+    expect_array,
+    expect_buffers,
+    expect_no_params,
+    expect_scales,
+    numel,
+)
 from .bitpack import CHUNK, code_dtype, pack_into, packed_nbytes, unpack_chunk, unpack_codes
 from .wire import WireError
 
@@ -138,18 +147,48 @@ def quantize_uniform(
 def dequantize_uniform(
     packed: np.ndarray, scales: np.ndarray, bits: int, n: int, groups: int, length: int
 ) -> np.ndarray:
-    """Inverse of quantize_uniform (validated: sizes, padding bits, finite scales)."""
+    """Inverse of quantize_uniform, validated: padding bits, and the scales quantize_uniform
+    can produce (check_quantizer_scales); sizes are the caller's."""
     lo = scales[0::2]
     step = scales[1::2]
-    expect_finite(scales, "quantize")
-    expect_finite(step, "quantize", nonnegative=True)
+    check_quantizer_scales(lo, step, (1 << bits) - 1)
     used = (n * bits) % 8
     if used and int(packed[-1]) >> used:
         raise WireError("nonzero padding bits after the last code")
+    if n and not step.all():
+        _check_constant_groups(packed, step == 0, bits, n, length)
     out = np.empty(n, np.float32)
     with np.errstate(over="ignore"):  # finite but huge scales from a peer give +-inf values
         _dequantize_into(out, packed, lo, step, bits, length)
     return out
+
+
+def check_quantizer_scales(lo: np.ndarray, step: np.ndarray, levels: int) -> None:
+    """WireError unless every (lo, step) pair is one quantize_uniform can write: lo finite;
+    step +0.0 (a constant group) or a normal float32 >= 2**-126 (never negative, -0.0,
+    subnormal or non-finite); and the group's top value lo + levels * step, computed in
+    float32 as the decoder does, finite, so that no decoded value overflows.
+
+    A few vectorized passes over the 2G scales: no per-value work."""
+    expect_scales(lo, "quantize: lo")
+    expect_scales(step, "quantize: step", nonnegative=True)
+    if ((step > 0) & (step < TINY)).any():
+        raise WireError("quantize: subnormal step")
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = np.float32(levels) * step + lo
+    if not np.isfinite(top).all():
+        raise WireError("quantize: lo + (2**bits - 1) * step overflows float32")
+
+
+def _check_constant_groups(packed, zero_step, bits, n, length) -> None:
+    """A group with step 0 was constant, and the encoder wrote code 0 for all its values."""
+    if zero_step.size == 1:
+        bad = packed.any()
+    else:
+        codes = unpack_codes(packed, bits, n)
+        bad = codes[expand_groups(zero_step, n, length)].any()
+    if bad:
+        raise WireError("quantize: nonzero code in a group whose step is 0")
 
 
 def _dequantize_into(out, packed, lo, step, bits, length) -> None:
@@ -212,6 +251,7 @@ class QuantizeCodec(Grouped):
         return (packed, scales), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 2, self.spec)
         n = numel(shape)
         groups, length = self.layout(shape)
@@ -246,12 +286,15 @@ class SignCodec(Grouped):
         return (bits, scale), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 2, self.spec)
         n = numel(shape)
         groups, length = self.layout(shape)
         packed = expect_array(buffers[0], np.uint8, packed_nbytes(n, 1), self.spec)
         scale = expect_array(buffers[1], np.float32, groups, self.spec)
-        expect_finite(scale, self.spec, nonnegative=True)
+        # finite, +0.0 or above; a zero scale may come with sign bits set (a group of
+        # subnormals whose mean |x| rounds to 0), so codes are not checked against it
+        expect_scales(scale, self.spec, nonnegative=True)
         neg = unpack_codes(packed, 1, n)
         mag = per_value(scale, 0, n, length) if n else np.float32(0)
         return np.where(neg.astype(bool), -mag, mag).astype(np.float32)
