@@ -121,6 +121,13 @@ def quantize_uniform(
     half = 0.5 * step.astype(np.float64)
     shifted = not stochastic and bool((np.abs(lo) <= 1024 * step).all())
     origin = (lo - half).astype(np.float32) if shifted else lo
+    with np.errstate(over="ignore"):
+        reach = hi - origin  # the largest x - origin below
+        top = np.float32(levels) * step + lo  # the largest value the decoder computes
+    if not (np.isfinite(reach).all() and np.isfinite(top).all()):
+        # within about a step of the float32 limit: x - origin would overflow to inf (and
+        # give a wrong code), or the decoder would, and check_quantizer_scales refuses it
+        raise ValueError("value range too close to the float32 limit")
     dtype = code_dtype(bits)
     out = np.empty(packed_nbytes(n, bits), np.uint8)
     buf = np.empty(min(n, CHUNK), np.float32)

@@ -327,14 +327,19 @@ def m_shape(rng, header, frames):
         d["shape"] = [int(np.prod(dims))]
 
 
-def m_params(rng, header, frames):
-    descs = _descs(header)
+def _pick_desc(rng, header, key, kind):
+    """A random descriptor whose `key` holds a `kind`, and that value; (None, None) if none."""
+    descs = [d for d in _descs(header) if isinstance(d.get(key), kind)]
     if not descs:
-        return
+        return None, None
     d = _pick(rng, descs)
-    params = d.get("params")
-    if not isinstance(params, dict):
-        return
+    return d, d[key]
+
+
+def m_params(rng, header, frames):
+    d, params = _pick_desc(rng, header, "params", dict)
+    if d is None:
+        return False
     what = int(rng.integers(8))
     if what == 0:
         d["params"] = _pick(rng, [[], None, "p", 1, {"": 1}])
@@ -367,13 +372,9 @@ def m_params(rng, header, frames):
 
 
 def m_buffer_desc(rng, header, frames):
-    descs = _descs(header)
-    if not descs:
-        return
-    d = _pick(rng, descs)
-    bufs = d.get("buffers")
-    if not isinstance(bufs, list):
-        return
+    d, bufs = _pick_desc(rng, header, "buffers", list)
+    if d is None:
+        return False
     what = int(rng.integers(6))
     if what == 0:
         d["buffers"] = _pick(rng, [None, {}, "b", [1], [[]]])
