@@ -334,7 +334,10 @@ def to_blob(frames: Sequence[Any]) -> bytes:
 
 def from_blob(blob: bytes | bytearray | memoryview) -> list[memoryview]:
     """Split a blob back into frames (zero-copy memoryviews); WireError if malformed."""
-    view = memoryview(blob).cast("B")
+    try:
+        view = memoryview(blob).cast("B")
+    except TypeError as exc:  # not a buffer, or not contiguous
+        raise WireError(f"blob is not a contiguous buffer: {exc}") from None
     _check(len(view) >= _BLOB_HEAD.size, "blob shorter than its fixed header")
     magic, version, reserved, count = _BLOB_HEAD.unpack_from(view)
     _check(magic == BLOB_MAGIC, "not a fedsim wire blob (bad magic)")

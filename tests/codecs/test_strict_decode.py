@@ -10,6 +10,7 @@ from fedsim.codecs import (
     TensorRecord,
     WireError,
     decode_tensors,
+    from_blob,
     pack_message,
     parse_codec,
     unpack_message,
@@ -336,3 +337,9 @@ def test_range_at_the_float32_limit_is_refused_by_the_encoder():
     for spec in ("q1", "q4", "q16"):
         with pytest.raises(ValueError, match="float32"):
             _encode(spec, x)
+
+
+def test_blob_reader_refuses_non_buffers():
+    for bad in (memoryview(b"FSWB" * 10)[::2], "FSWB", 5, None):
+        with pytest.raises(WireError):
+            from_blob(bad)
