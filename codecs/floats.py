@@ -24,7 +24,9 @@ def to_bfloat16(x: np.ndarray) -> np.ndarray:
 
 def from_bfloat16(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bits (uint16) -> float32, exact."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    wide = bits.astype(np.uint32)
+    wide <<= 16  # in place: one float32-sized array, no second temporary
+    return wide.view(np.float32)
 
 
 class Float32Codec(Codec):

@@ -26,7 +26,15 @@ from .base import (
     expect_scales,
     numel,
 )
-from .bitpack import CHUNK, code_dtype, pack_into, packed_nbytes, unpack_chunk, unpack_codes
+from .bitpack import (
+    CHUNK,
+    check_padding,
+    code_dtype,
+    pack_into,
+    packed_nbytes,
+    unpack_chunk,
+    unpack_codes,
+)
 from .wire import WireError
 
 PER_CHOICES = ("tensor", "channel", "bucket")
@@ -159,9 +167,7 @@ def dequantize_uniform(
     lo = scales[0::2]
     step = scales[1::2]
     check_quantizer_scales(lo, step, (1 << bits) - 1)
-    used = (n * bits) % 8
-    if used and int(packed[-1]) >> used:
-        raise WireError("nonzero padding bits after the last code")
+    check_padding(packed, bits, n)
     if n and not step.all():
         _check_constant_groups(packed, step == 0, bits, n, length)
     out = np.empty(n, np.float32)
@@ -302,9 +308,15 @@ class SignCodec(Grouped):
         # finite, +0.0 or above; a zero scale may come with sign bits set (a group of
         # subnormals whose mean |x| rounds to 0), so codes are not checked against it
         expect_scales(scale, self.spec, nonnegative=True)
-        neg = unpack_codes(packed, 1, n)
-        mag = per_value(scale, 0, n, length) if n else np.float32(0)
-        return np.where(neg.astype(bool), -mag, mag).astype(np.float32)
+        check_padding(packed, 1, n)
+        out = np.empty(n, np.float32)
+        for a in range(0, n, CHUNK):  # chunks keep the temporaries small
+            b = min(a + CHUNK, n)
+            neg = np.unpackbits(packed[a // 8 : (b + 7) // 8], count=b - a, bitorder="little")
+            o = out[a:b]
+            o[:] = per_value(scale, a, b, length)
+            np.negative(o, out=o, where=neg.view(bool))
+        return out
 
     def encoded_nbytes(self, shape):
         groups, _ = self.layout(shape)
