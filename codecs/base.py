@@ -19,8 +19,6 @@ import numpy as np
 
 from .wire import TensorRecord, WireError, check_shape, short_repr
 
-TINY = np.finfo(np.float32).tiny  # 2**-126, the smallest normal float32
-
 
 class Codec(abc.ABC):
     spec: str = ""  # canonical spec string
@@ -163,8 +161,3 @@ def expect_scales(arr: np.ndarray, what: str, nonnegative: bool = False) -> None
         raise WireError(f"{what}: non-finite scale")
     if nonnegative and np.signbit(arr).any():
         raise WireError(f"{what}: negative scale")
-
-
-def expand_groups(flags: np.ndarray, n: int, length: int) -> np.ndarray:
-    """A per-group bool array spread over the n values (groups of `length`, last shorter)."""
-    return np.repeat(flags, length)[:n]

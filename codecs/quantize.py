@@ -17,9 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (
-    TINY,
     Codec,
-    expand_groups,
     expect_array,
     expect_buffers,
     expect_no_params,
@@ -40,6 +38,7 @@ from .wire import WireError
 PER_CHOICES = ("tensor", "channel", "bucket")
 _TWO16 = np.float32(65536.0)
 _INV_TWO16 = np.float32(1.0 / 65536.0)
+TINY = np.finfo(np.float32).tiny  # 2**-126, the smallest normal float32 and smallest step
 
 
 def group_layout(shape: tuple[int, ...], per: str, bucket: int | None) -> tuple[int, int]:
@@ -119,7 +118,7 @@ def quantize_uniform(
         raise ValueError("value range exceeds float32")
     step = (span / levels).astype(np.float32)
     # a subnormal step would overflow 1/step; the smallest normal float32 is fine-grained enough
-    step = np.where(span > 0, np.maximum(step, np.finfo(np.float32).tiny), step).astype(np.float32)
+    step = np.where(span > 0, np.maximum(step, TINY), step).astype(np.float32)
     inv = np.divide(1.0, step, out=np.zeros(groups, np.float32), where=step > 0)
     if stochastic and _fixed_point(levels):
         inv *= _TWO16  # exact: a power of two
@@ -199,7 +198,7 @@ def _check_constant_groups(packed, zero_step, bits, n, length) -> None:
         bad = packed.any()
     else:
         codes = unpack_codes(packed, bits, n)
-        bad = codes[expand_groups(zero_step, n, length)].any()
+        bad = codes[np.repeat(zero_step, length)[:n]].any()
     if bad:
         raise WireError("quantize: nonzero code in a group whose step is 0")
 

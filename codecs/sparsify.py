@@ -158,9 +158,10 @@ class SparseCodec(Codec):
         allowed = _GOLOMB_KEYS if kind == "golomb" else _MASK_KEYS
         keys = set(params) - {"values"}
         if keys != allowed:
+            got = short_repr(sorted(map(short_repr, keys)))
             raise WireError(
-                f"{self.spec}: params {short_repr(sorted(map(short_repr, keys)))} with mask {kind!r}, "
-                f"expected {sorted(allowed)} (and values only when nonempty)"
+                f"{self.spec}: params {got} with mask {kind!r}, expected {sorted(allowed)} "
+                "(and values only when nonempty)"
             )
         vparams = params.get("values", {})
         if "values" in params and (not isinstance(vparams, dict) or not vparams):
