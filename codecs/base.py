@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .wire import TensorRecord, WireError, check_shape, short_repr
+from .wire import TensorRecord, WireError, check_shape, is_int, short_repr
 
 
 class Codec(abc.ABC):
@@ -138,7 +138,7 @@ def expect_array(buf: Any, dtype: str | np.dtype, size: int | None, what: str) -
 
 def expect_param(params: dict, key: str, lo: int, hi: int, what: str) -> int:
     v = params.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+    if not is_int(v) or not lo <= v <= hi:
         raise WireError(f"{what}: param {key!r}={short_repr(v)} not an integer in [{lo}, {hi}]")
     return v
 

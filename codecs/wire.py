@@ -168,7 +168,7 @@ def _check(cond: bool, what: str) -> None:
         raise WireError(what)
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     """A real integer: msgpack's true/false come back as bool, a subclass of int."""
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -190,7 +190,7 @@ def check_shape(shape: Any, max_elements: int = MAX_ELEMENTS) -> tuple[int, ...]
     for d in shape:
         if isinstance(d, np.integer):
             d = int(d)
-        if not _is_int(d) or d < 0:
+        if not is_int(d) or d < 0:
             raise WireError(f"bad shape {short_repr(shape)}: dimensions must be integers >= 0")
         dims.append(d)
     if math.prod(d for d in dims if d) > max_elements:
@@ -200,16 +200,22 @@ def check_shape(shape: Any, max_elements: int = MAX_ELEMENTS) -> tuple[int, ...]
     return tuple(dims)
 
 
-def _decode_header(frame: Any, max_header_bytes: int) -> dict:
-    size = _nbytes(frame)
-    _check(size <= max_header_bytes, f"header frame of {size} bytes exceeds {max_header_bytes}")
+def strict_unpackb(frame: Any, max_bytes: int, what: str = "header") -> Any:
+    """One msgpack object from an untrusted frame of at most max_bytes, the way the wire
+    reads frame 0: UTF-8 strings, str map keys only, every length limited by the frame
+    size, no ext types (timestamps included). WireError for anything else; the runtime's
+    envelopes can use it too."""
     try:
-        header = msgpack.unpackb(
+        size = _nbytes(frame)
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"{what} is not a buffer: {exc}") from None
+    _check(size <= max_bytes, f"{what} frame of {size} bytes exceeds {max_bytes}")
+    try:
+        return msgpack.unpackb(
             frame,
             raw=False,
             strict_map_key=True,
             use_list=True,
-            # max_buffer_size=max_header_bytes,
             max_str_len=size,
             max_bin_len=size,
             max_array_len=size,
@@ -217,7 +223,11 @@ def _decode_header(frame: Any, max_header_bytes: int) -> dict:
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises many types for bad input; all mean "malformed"
-        raise WireError(f"header is not valid msgpack: {exc}") from exc
+        raise WireError(f"{what} is not valid msgpack: {exc}") from None
+
+
+def _decode_header(frame: Any, max_header_bytes: int) -> dict:
+    header = strict_unpackb(frame, max_header_bytes)
     _check(isinstance(header, dict), "header is not a map")
     _check(
         set(header) == _HEADER_KEYS,
@@ -225,7 +235,7 @@ def _decode_header(frame: Any, max_header_bytes: int) -> dict:
     )
     version = header["version"]
     _check(
-        _is_int(version) and version == WIRE_VERSION,
+        is_int(version) and version == WIRE_VERSION,
         f"unsupported wire version {short_repr(version)}",
     )
     _check(isinstance(header["msg_type"], str), "msg_type is not a string")
@@ -259,13 +269,13 @@ def _decode_tensor(
         _check(dt is not None, f"{name}: buffer {i} dtype {short_repr(b['dtype'])} not allowed")
         idx, nbytes = b["frame"], b["nbytes"]
         _check(
-            _is_int(idx) and idx == next_frame + i,
+            is_int(idx) and idx == next_frame + i,
             f"{name}: buffer {i} frame index {short_repr(idx)}, expected {next_frame + i}",
         )
         _check(idx < len(frames), f"{name}: buffer {i} refers to missing frame {idx}")
         real = _nbytes(frames[idx])
         _check(
-            _is_int(nbytes) and nbytes == real,
+            is_int(nbytes) and nbytes == real,
             f"{name}: buffer {i} declares {short_repr(nbytes)} bytes, frame has {real}",
         )
         _check(

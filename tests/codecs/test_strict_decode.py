@@ -343,3 +343,21 @@ def test_blob_reader_refuses_non_buffers():
     for bad in (memoryview(b"FSWB" * 10)[::2], "FSWB", 5, None):
         with pytest.raises(WireError):
             from_blob(bad)
+
+
+def test_strict_unpackb_for_envelopes():
+    from fedsim.codecs.wire import is_int, strict_unpackb
+
+    assert strict_unpackb(msgpack.packb({"v": 1, "n": [1, 2]}), 100) == {"v": 1, "n": [1, 2]}
+    for bad in (
+        msgpack.packb({"t": msgpack.ExtType(3, b"zz")}),
+        msgpack.packb({"t": msgpack.Timestamp(0, 5)}),
+        msgpack.packb({1: 2}),  # non-str key
+        msgpack.packb({"x": "y" * 200}),  # over the size limit
+        b"\xc1",
+        b"\x92\x01",  # truncated array
+        None,
+    ):
+        with pytest.raises(WireError):
+            strict_unpackb(bad, 100, "envelope")
+    assert is_int(3) and not is_int(True) and not is_int(3.0) and not is_int("3")
