@@ -757,5 +757,5 @@ def test_structured_fuzz_only_wire_error():
     for name, (rejected, _) in per_mutator.items():
         assert rejected > 0, f"{name} never produced a rejected message"
     assert peak < PEAK_LIMIT, peak
-    assert slowest < 1.0  # nothing hangs
+    assert slowest < 2.0  # nothing hangs (the largest valid decodes take ~10 ms unloaded)
     assert elapsed < 50
