@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .wire import TensorRecord, WireError
+from .wire import TensorRecord, WireError, check_shape, is_int, short_repr
 
 
 class Codec(abc.ABC):
@@ -46,7 +46,9 @@ class Codec(abc.ABC):
     def decode(self, rec: TensorRecord) -> np.ndarray:
         """A fresh float32 array of shape rec.shape; WireError if the record is invalid."""
         if rec.codec != self.wire_spec:
-            raise WireError(f"{rec.name}: record codec {rec.codec!r} is not {self.wire_spec!r}")
+            raise WireError(
+                f"{rec.name}: record codec {short_repr(rec.codec)} is not {self.wire_spec!r}"
+            )
         shape = check_shape(rec.shape)
         if not isinstance(rec.params, dict) or not isinstance(rec.buffers, tuple | list):
             raise WireError(f"{rec.name}: malformed record")
@@ -106,14 +108,6 @@ def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def check_shape(shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, tuple | list) or not all(
-        isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise WireError(f"bad shape {shape!r}")
-    return tuple(int(d) for d in shape)
-
-
 def record_nbytes(rec: TensorRecord) -> int:
     """Sum of the record's buffer lengths (its payload bytes on the wire)."""
     return sum(memoryview(b).nbytes for b in rec.buffers)
@@ -144,13 +138,26 @@ def expect_array(buf: Any, dtype: str | np.dtype, size: int | None, what: str) -
 
 def expect_param(params: dict, key: str, lo: int, hi: int, what: str) -> int:
     v = params.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise WireError(f"{what}: param {key!r}={v!r} not an integer in [{lo}, {hi}]")
+    if not is_int(v) or not lo <= v <= hi:
+        raise WireError(f"{what}: param {key!r}={short_repr(v)} not an integer in [{lo}, {hi}]")
     return v
 
 
-def expect_finite(arr: np.ndarray, what: str, nonnegative: bool = False) -> None:
-    if arr.size and not np.isfinite(arr).all():
+def expect_no_params(params: dict, what: str) -> None:
+    """Dense codecs have no params in wire version 1: the map must be empty."""
+    if params:
+        names = ", ".join(sorted(map(short_repr, params)))
+        raise WireError(f"{what}: unexpected params {short_repr(names)}")
+
+
+def expect_scales(arr: np.ndarray, what: str, nonnegative: bool = False) -> None:
+    """Every value finite; with nonnegative, also no sign bit (no negative value, no -0.0:
+    the encoders make scales from max - min, a norm or a mean of |x|, all +0.0 or above).
+
+    One or two vectorized passes over the (small) scales array."""
+    if not arr.size:
+        return
+    if not np.isfinite(arr).all():
         raise WireError(f"{what}: non-finite scale")
-    if nonnegative and arr.size and (arr < 0).any():
+    if nonnegative and np.signbit(arr).any():
         raise WireError(f"{what}: negative scale")

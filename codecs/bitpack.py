@@ -88,6 +88,13 @@ def unpack_chunk(buf: np.ndarray, bits: int, n: int) -> np.ndarray:
     return (flat * weights).sum(axis=1, dtype=dt)
 
 
+def check_padding(buf: np.ndarray, bits: int, n: int) -> None:
+    """WireError if the unused high bits of the last byte after n codes are not zero."""
+    used = (n * bits) % 8
+    if used and int(buf[-1]) >> used:
+        raise WireError("nonzero padding bits after the last code")
+
+
 def unpack_codes(buf: np.ndarray, bits: int, n: int) -> np.ndarray:
     """Inverse of pack_codes; WireError if the length is wrong or padding bits are set."""
     if buf.dtype != np.uint8 or buf.ndim != 1:
@@ -95,9 +102,7 @@ def unpack_codes(buf: np.ndarray, bits: int, n: int) -> np.ndarray:
     need = packed_nbytes(n, bits)
     if buf.size != need:
         raise WireError(f"packed {bits}-bit codes of {n} values need {need} bytes, got {buf.size}")
-    used = (n * bits) % 8
-    if used and int(buf[-1]) >> used:
-        raise WireError("nonzero padding bits after the last code")
+    check_padding(buf, bits, n)
     dt = code_dtype(bits)
     if n <= CHUNK:
         return np.ascontiguousarray(unpack_chunk(buf, bits, n), dtype=dt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Codec, expect_array, expect_buffers, numel
+from .base import Codec, expect_array, expect_buffers, expect_no_params, numel
 
 
 def to_bfloat16(x: np.ndarray) -> np.ndarray:
@@ -24,7 +24,9 @@ def to_bfloat16(x: np.ndarray) -> np.ndarray:
 
 def from_bfloat16(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bits (uint16) -> float32, exact."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    wide = bits.astype(np.uint32)
+    wide <<= 16  # in place: one float32-sized array, no second temporary
+    return wide.view(np.float32)
 
 
 class Float32Codec(Codec):
@@ -36,6 +38,7 @@ class Float32Codec(Codec):
         return (x.reshape(-1),), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 1, self.spec)
         return expect_array(buffers[0], np.float32, numel(shape), self.spec).astype(np.float32)
 
@@ -50,6 +53,7 @@ class Float16Codec(Codec):
         return (x.reshape(-1).astype(np.float16),), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 1, self.spec)
         return expect_array(buffers[0], np.float16, numel(shape), self.spec).astype(np.float32)
 
@@ -64,6 +68,7 @@ class BFloat16Codec(Codec):
         return (to_bfloat16(x.reshape(-1)),), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 1, self.spec)
         return from_bfloat16(expect_array(buffers[0], np.uint16, numel(shape), self.spec))
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import expect_array, expect_buffers, expect_finite, numel
-from .bitpack import CHUNK, code_dtype, pack_chunk, packed_nbytes, unpack_codes
+from .base import (
+    expect_array,
+    expect_buffers,
+    expect_no_params,
+    expect_scales,
+    numel,
+)
+from .bitpack import CHUNK, check_padding, code_dtype, pack_chunk, packed_nbytes, unpack_chunk
 from .quantize import Grouped, group_reduce, per_value
 from .wire import WireError
 
@@ -21,6 +27,13 @@ MAX_LEVELS = (1 << 15) - 1  # so that level + sign fit a 16-bit code
 
 def _sq_norm(rows: np.ndarray, axis: int) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+
+
+def _codes_in(codes: np.ndarray, flags: np.ndarray, a: int, b: int, length: int) -> np.ndarray:
+    """The codes of values a..b whose group is flagged."""
+    if flags.size == 1:
+        return codes if flags[0] else codes[:0]
+    return codes[flags[np.arange(a, b) // length]]
 
 
 class QSGDCodec(Grouped):
@@ -60,19 +73,37 @@ class QSGDCodec(Grouped):
         return (out, norms), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 2, self.spec)
         n = numel(shape)
         groups, length = self.layout(shape)
         packed = expect_array(buffers[0], np.uint8, packed_nbytes(n, self.bits), self.spec)
         norms = expect_array(buffers[1], np.float32, groups, self.spec)
-        expect_finite(norms, self.spec, nonnegative=True)
-        codes = unpack_codes(packed, self.bits, n)
-        level = codes & ((1 << self.level_bits) - 1)
-        if n and int(level.max()) > self.levels:
-            raise WireError(f"{self.spec}: level above s={self.levels}")
-        neg = (codes >> self.level_bits).astype(bool)
-        mag = level.astype(np.float32) * (per_value(norms, 0, n, length) / np.float32(self.levels))
-        return np.where(neg, -mag, mag).astype(np.float32)
+        expect_scales(norms, self.spec, nonnegative=True)
+        unit = norms / np.float32(self.levels)
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float32(self.levels) * unit).all():
+                raise WireError(f"{self.spec}: norm * level overflows float32")
+        check_padding(packed, self.bits, n)
+        zero = None if norms.all() else norms == 0
+        mask = (1 << self.level_bits) - 1
+        out = np.empty(n, np.float32)
+        for a in range(0, n, CHUNK):  # chunks keep the temporaries small
+            b = min(a + CHUNK, n)
+            src = packed[a * self.bits // 8 : (b * self.bits + 7) // 8]
+            codes = unpack_chunk(src, self.bits, b - a)
+            level = codes & mask
+            if int(level.max()) > self.levels:
+                raise WireError(f"{self.spec}: level above s={self.levels}")
+            # a zero norm comes from an all-zero group, which the encoder codes as all zeros
+            if zero is not None and _codes_in(codes, zero, a, b, length).any():
+                raise WireError(f"{self.spec}: nonzero code in a group whose norm is 0")
+            o = out[a:b]
+            np.copyto(o, level, casting="unsafe")
+            o *= per_value(unit, a, b, length)
+            sign = codes >> self.level_bits  # 0 or 1
+            np.negative(o, out=o, where=sign.view(bool) if sign.itemsize == 1 else sign != 0)
+        return out
 
     def encoded_nbytes(self, shape):
         groups, _ = self.layout(shape)

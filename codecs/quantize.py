@@ -16,13 +16,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Codec, expect_array, expect_buffers, expect_finite, numel
-from .bitpack import CHUNK, code_dtype, pack_into, packed_nbytes, unpack_chunk, unpack_codes
+from .base import (
+    Codec,
+    expect_array,
+    expect_buffers,
+    expect_no_params,
+    expect_scales,
+    numel,
+)
+from .bitpack import (
+    CHUNK,
+    check_padding,
+    code_dtype,
+    pack_into,
+    packed_nbytes,
+    unpack_chunk,
+    unpack_codes,
+)
 from .wire import WireError
 
 PER_CHOICES = ("tensor", "channel", "bucket")
 _TWO16 = np.float32(65536.0)
 _INV_TWO16 = np.float32(1.0 / 65536.0)
+TINY = np.finfo(np.float32).tiny  # 2**-126, the smallest normal float32 and smallest step
 
 
 def group_layout(shape: tuple[int, ...], per: str, bucket: int | None) -> tuple[int, int]:
@@ -102,7 +118,7 @@ def quantize_uniform(
         raise ValueError("value range exceeds float32")
     step = (span / levels).astype(np.float32)
     # a subnormal step would overflow 1/step; the smallest normal float32 is fine-grained enough
-    step = np.where(span > 0, np.maximum(step, np.finfo(np.float32).tiny), step).astype(np.float32)
+    step = np.where(span > 0, np.maximum(step, TINY), step).astype(np.float32)
     inv = np.divide(1.0, step, out=np.zeros(groups, np.float32), where=step > 0)
     if stochastic and _fixed_point(levels):
         inv *= _TWO16  # exact: a power of two
@@ -112,6 +128,13 @@ def quantize_uniform(
     half = 0.5 * step.astype(np.float64)
     shifted = not stochastic and bool((np.abs(lo) <= 1024 * step).all())
     origin = (lo - half).astype(np.float32) if shifted else lo
+    with np.errstate(over="ignore"):
+        reach = hi - origin  # the largest x - origin below
+        top = np.float32(levels) * step + lo  # the largest value the decoder computes
+    if not (np.isfinite(reach).all() and np.isfinite(top).all()):
+        # within about a step of the float32 limit: x - origin would overflow to inf (and
+        # give a wrong code), or the decoder would, and check_quantizer_scales refuses it
+        raise ValueError("value range too close to the float32 limit")
     dtype = code_dtype(bits)
     out = np.empty(packed_nbytes(n, bits), np.uint8)
     buf = np.empty(min(n, CHUNK), np.float32)
@@ -138,18 +161,46 @@ def quantize_uniform(
 def dequantize_uniform(
     packed: np.ndarray, scales: np.ndarray, bits: int, n: int, groups: int, length: int
 ) -> np.ndarray:
-    """Inverse of quantize_uniform (validated: sizes, padding bits, finite scales)."""
+    """Inverse of quantize_uniform, validated: padding bits, and the scales quantize_uniform
+    can produce (check_quantizer_scales); sizes are the caller's."""
     lo = scales[0::2]
     step = scales[1::2]
-    expect_finite(scales, "quantize")
-    expect_finite(step, "quantize", nonnegative=True)
-    used = (n * bits) % 8
-    if used and int(packed[-1]) >> used:
-        raise WireError("nonzero padding bits after the last code")
+    check_quantizer_scales(lo, step, (1 << bits) - 1)
+    check_padding(packed, bits, n)
+    if n and not step.all():
+        _check_constant_groups(packed, step == 0, bits, n, length)
     out = np.empty(n, np.float32)
     with np.errstate(over="ignore"):  # finite but huge scales from a peer give +-inf values
         _dequantize_into(out, packed, lo, step, bits, length)
     return out
+
+
+def check_quantizer_scales(lo: np.ndarray, step: np.ndarray, levels: int) -> None:
+    """WireError unless every (lo, step) pair is one quantize_uniform can write: lo finite;
+    step +0.0 (a constant group) or a normal float32 >= 2**-126 (never negative, -0.0,
+    subnormal or non-finite); and the group's top value lo + levels * step, computed in
+    float32 as the decoder does, finite, so that no decoded value overflows.
+
+    A few vectorized passes over the 2G scales: no per-value work."""
+    expect_scales(lo, "quantize: lo")
+    expect_scales(step, "quantize: step", nonnegative=True)
+    if ((step > 0) & (step < TINY)).any():
+        raise WireError("quantize: subnormal step")
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = np.float32(levels) * step + lo
+    if not np.isfinite(top).all():
+        raise WireError("quantize: lo + (2**bits - 1) * step overflows float32")
+
+
+def _check_constant_groups(packed, zero_step, bits, n, length) -> None:
+    """A group with step 0 was constant, and the encoder wrote code 0 for all its values."""
+    if zero_step.size == 1:
+        bad = packed.any()
+    else:
+        codes = unpack_codes(packed, bits, n)
+        bad = codes[np.repeat(zero_step, length)[:n]].any()
+    if bad:
+        raise WireError("quantize: nonzero code in a group whose step is 0")
 
 
 def _dequantize_into(out, packed, lo, step, bits, length) -> None:
@@ -212,6 +263,7 @@ class QuantizeCodec(Grouped):
         return (packed, scales), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 2, self.spec)
         n = numel(shape)
         groups, length = self.layout(shape)
@@ -246,15 +298,24 @@ class SignCodec(Grouped):
         return (bits, scale), {}
 
     def decode_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
         expect_buffers(buffers, 2, self.spec)
         n = numel(shape)
         groups, length = self.layout(shape)
         packed = expect_array(buffers[0], np.uint8, packed_nbytes(n, 1), self.spec)
         scale = expect_array(buffers[1], np.float32, groups, self.spec)
-        expect_finite(scale, self.spec, nonnegative=True)
-        neg = unpack_codes(packed, 1, n)
-        mag = per_value(scale, 0, n, length) if n else np.float32(0)
-        return np.where(neg.astype(bool), -mag, mag).astype(np.float32)
+        # finite, +0.0 or above; a zero scale may come with sign bits set (a group of
+        # subnormals whose mean |x| rounds to 0), so codes are not checked against it
+        expect_scales(scale, self.spec, nonnegative=True)
+        check_padding(packed, 1, n)
+        out = np.empty(n, np.float32)
+        for a in range(0, n, CHUNK):  # chunks keep the temporaries small
+            b = min(a + CHUNK, n)
+            neg = np.unpackbits(packed[a // 8 : (b + 7) // 8], count=b - a, bitorder="little")
+            o = out[a:b]
+            o[:] = per_value(scale, a, b, length)
+            np.negative(o, out=o, where=neg.view(bool))
+        return out
 
     def encoded_nbytes(self, shape):
         groups, _ = self.layout(shape)

@@ -23,11 +23,12 @@ from .masks import (
     index_nbytes,
     mask_buffer_count,
 )
-from .wire import TensorRecord, WireError
+from .wire import TensorRecord, WireError, short_repr
 
 _SMALL = 1 << 17  # below this, a plain argpartition is as fast as anything
 _SAMPLE = 1 << 16
-_PARAM_KEYS = {"k", "mask", "rice", "values"}
+_MASK_KEYS = {"k", "mask"}
+_GOLOMB_KEYS = {"k", "mask", "rice"}
 
 
 def k_for(n: int, k: float | int) -> int:
@@ -144,23 +145,31 @@ class SparseCodec(Codec):
 
     def decode_parts(self, buffers, params, shape):
         n = numel(shape)
-        if not set(params) <= _PARAM_KEYS:
-            raise WireError(f"{self.spec}: unknown params {sorted(set(params) - _PARAM_KEYS)}")
         k = expect_param(params, "k", 0, n, self.spec)
         if k != k_for(n, self.k):
             raise WireError(f"{self.spec}: k={k} but the spec keeps {k_for(n, self.k)} of {n}")
         kind = params.get("mask")
-        if not isinstance(kind, str) or (self.mask != "auto" and kind != self.mask):
-            raise WireError(f"{self.spec}: bad mask encoding {kind!r}")
-        if kind not in MASK_KINDS or kind == "auto":
-            raise WireError(f"{self.spec}: unknown mask encoding {kind!r}")
+        if not isinstance(kind, str) or kind not in MASK_KINDS or kind == "auto":
+            raise WireError(f"{self.spec}: unknown mask encoding {short_repr(kind)}")
+        if self.mask != "auto" and kind != self.mask:
+            raise WireError(f"{self.spec}: mask encoding {kind!r}, the spec says {self.mask!r}")
+        # exactly the keys an encoder writes: rice only with golomb, values only when the
+        # value codec has params (none do in wire version 1, so an empty map is refused)
+        allowed = _GOLOMB_KEYS if kind == "golomb" else _MASK_KEYS
+        keys = set(params) - {"values"}
+        if keys != allowed:
+            got = short_repr(sorted(map(short_repr, keys)))
+            raise WireError(
+                f"{self.spec}: params {got} with mask {kind!r}, expected {sorted(allowed)} "
+                "(and values only when nonempty)"
+            )
+        vparams = params.get("values", {})
+        if "values" in params and (not isinstance(vparams, dict) or not vparams):
+            raise WireError(f"{self.spec}: values params must be a nonempty map when present")
         nm = mask_buffer_count(kind)
         if len(buffers) < nm:
             raise WireError(f"{self.spec}: missing mask buffers")
         idx = decode_mask(kind, buffers[:nm], params, n, k)
-        vparams = params.get("values", {})
-        if not isinstance(vparams, dict):
-            raise WireError(f"{self.spec}: values params is not a map")
         vals = self.values.decode_parts(buffers[nm:], vparams, (k,))
         out = np.zeros(n, np.float32)
         out[idx] = vals

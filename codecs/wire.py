@@ -24,6 +24,10 @@ MAX_HEADER_BYTES = 1 << 20  # frame 0; worst-case msgpack object blow-up stays ~
 MAX_DECODED_BYTES = 1 << 31  # sum over tensors of prod(shape) * 4 (the float32 output)
 MAX_NDIM = 32
 MAX_NAME_LEN = 1024
+# Ceiling on the values a shape may describe (its zero entries left out) when no decoded-size
+# cap applies (Codec.decode on a record built in memory): far above any real tensor, far
+# below what overflows numpy's size arithmetic.
+MAX_ELEMENTS = 1 << 48
 
 # Allowed buffer dtypes, by wire name. Always little-endian; never object.
 DTYPES: dict[str, np.dtype] = {
@@ -164,20 +168,54 @@ def _check(cond: bool, what: str) -> None:
         raise WireError(what)
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """A real integer: msgpack's true/false come back as bool, a subclass of int."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _decode_header(frame: Any, max_header_bytes: int) -> dict:
-    size = _nbytes(frame)
-    _check(size <= max_header_bytes, f"header frame of {size} bytes exceeds {max_header_bytes}")
+def short_repr(v: Any, limit: int = 80) -> str:
+    """repr(v) cut to `limit` characters: error messages quote untrusted values."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_shape(shape: Any, max_elements: int = MAX_ELEMENTS) -> tuple[int, ...]:
+    """shape as a tuple of ints; WireError unless it is a list or tuple of at most MAX_NDIM
+    integers >= 0 (not bool, not float) whose nonzero entries multiply to at most
+    max_elements. Zeros are left out of that product so that an empty tensor cannot declare
+    absurd dimensions (``[2**63 - 1, 0]``) that overflow numpy or a group count."""
+    if not isinstance(shape, tuple | list) or len(shape) > MAX_NDIM:
+        raise WireError(f"bad shape {short_repr(shape)}")
+    dims = []
+    for d in shape:
+        if isinstance(d, np.integer):
+            d = int(d)
+        if not is_int(d) or d < 0:
+            raise WireError(f"bad shape {short_repr(shape)}: dimensions must be integers >= 0")
+        dims.append(d)
+    if math.prod(d for d in dims if d) > max_elements:
+        raise WireError(
+            f"shape {short_repr(shape)} describes more than the cap of {max_elements} values"
+        )
+    return tuple(dims)
+
+
+def strict_unpackb(frame: Any, max_bytes: int, what: str = "header") -> Any:
+    """One msgpack object from an untrusted frame of at most max_bytes, the way the wire
+    reads frame 0: UTF-8 strings, str map keys only, every length limited by the frame
+    size, no ext types (timestamps included). WireError for anything else; the runtime's
+    envelopes can use it too."""
     try:
-        header = msgpack.unpackb(
+        size = _nbytes(frame)
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"{what} is not a buffer: {exc}") from None
+    _check(size <= max_bytes, f"{what} frame of {size} bytes exceeds {max_bytes}")
+    try:
+        return msgpack.unpackb(
             frame,
             raw=False,
             strict_map_key=True,
             use_list=True,
-            # max_buffer_size=max_header_bytes,
             max_str_len=size,
             max_bin_len=size,
             max_array_len=size,
@@ -185,13 +223,21 @@ def _decode_header(frame: Any, max_header_bytes: int) -> dict:
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises many types for bad input; all mean "malformed"
-        raise WireError(f"header is not valid msgpack: {exc}") from exc
+        raise WireError(f"{what} is not valid msgpack: {exc}") from None
+
+
+def _decode_header(frame: Any, max_header_bytes: int) -> dict:
+    header = strict_unpackb(frame, max_header_bytes)
     _check(isinstance(header, dict), "header is not a map")
     _check(
         set(header) == _HEADER_KEYS,
-        f"header keys {sorted(map(str, header))} are not {sorted(_HEADER_KEYS)}",
+        f"header keys {short_repr(sorted(map(str, header)))} are not {sorted(_HEADER_KEYS)}",
     )
-    _check(header["version"] == WIRE_VERSION, f"unsupported wire version {header['version']!r}")
+    version = header["version"]
+    _check(
+        is_int(version) and version == WIRE_VERSION,
+        f"unsupported wire version {short_repr(version)}",
+    )
     _check(isinstance(header["msg_type"], str), "msg_type is not a string")
     _check(isinstance(header["meta"], dict), "meta is not a map")
     _check(all(isinstance(k, str) for k in header["meta"]), "meta keys must be strings")
@@ -199,15 +245,20 @@ def _decode_header(frame: Any, max_header_bytes: int) -> dict:
     return header
 
 
-def _decode_tensor(desc: Any, frames: Sequence[Any], next_frame: int) -> TensorRecord:
+def _decode_tensor(
+    desc: Any, frames: Sequence[Any], next_frame: int, max_elements: int
+) -> TensorRecord:
     _check(isinstance(desc, dict) and set(desc) == _TENSOR_KEYS, "bad tensor descriptor keys")
     name, codec, shape, params, bufs = (
         desc[k] for k in ("name", "codec", "shape", "params", "buffers")
     )
     _check(isinstance(name, str) and 0 < len(name) <= MAX_NAME_LEN, "bad tensor name")
     _check(isinstance(codec, str) and 0 < len(codec) <= MAX_NAME_LEN, f"{name}: bad codec")
-    _check(isinstance(shape, list) and len(shape) <= MAX_NDIM, f"{name}: bad shape")
-    _check(all(_is_int(d) and d >= 0 for d in shape), f"{name}: bad shape {shape!r}")
+    _check(isinstance(shape, list), f"{name}: shape is not an array")
+    try:
+        shape = check_shape(shape, max_elements)
+    except WireError as exc:
+        raise WireError(f"{name}: {exc}") from None
     _check(isinstance(params, dict), f"{name}: params is not a map")
     _check(all(isinstance(k, str) for k in params), f"{name}: params keys must be strings")
     _check(isinstance(bufs, list), f"{name}: buffers is not an array")
@@ -215,24 +266,37 @@ def _decode_tensor(desc: Any, frames: Sequence[Any], next_frame: int) -> TensorR
     for i, b in enumerate(bufs):
         _check(isinstance(b, dict) and set(b) == _BUFFER_KEYS, f"{name}: bad buffer {i}")
         dt = DTYPES.get(b["dtype"]) if isinstance(b["dtype"], str) else None
-        _check(dt is not None, f"{name}: buffer {i} dtype {b['dtype']!r} not allowed")
+        _check(dt is not None, f"{name}: buffer {i} dtype {short_repr(b['dtype'])} not allowed")
         idx, nbytes = b["frame"], b["nbytes"]
         _check(
-            _is_int(idx) and idx == next_frame + i,
-            f"{name}: buffer {i} frame index {idx!r}, expected {next_frame + i}",
+            is_int(idx) and idx == next_frame + i,
+            f"{name}: buffer {i} frame index {short_repr(idx)}, expected {next_frame + i}",
         )
         _check(idx < len(frames), f"{name}: buffer {i} refers to missing frame {idx}")
         real = _nbytes(frames[idx])
         _check(
-            _is_int(nbytes) and nbytes == real,
-            f"{name}: buffer {i} declares {nbytes!r} bytes, frame has {real}",
+            is_int(nbytes) and nbytes == real,
+            f"{name}: buffer {i} declares {short_repr(nbytes)} bytes, frame has {real}",
         )
         _check(
             real % dt.itemsize == 0,
             f"{name}: buffer {i} length {real} not a multiple of {dt.itemsize}",
         )
         arrays.append(np.frombuffer(frames[idx], dtype=dt))
-    return TensorRecord(name, codec, tuple(shape), params, tuple(arrays))
+    return TensorRecord(name, codec, shape, params, tuple(arrays))
+
+
+def _as_frame(f: Any) -> bytes | bytearray | memoryview:
+    """A frame as bytes or a flat, contiguous memoryview of bytes (zmq.Frame, arrays...)."""
+    if isinstance(f, bytes | bytearray):
+        return f
+    try:
+        view = f if isinstance(f, memoryview) else memoryview(f)
+        if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
+            view = view.cast("B")  # TypeError when not C-contiguous
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"frame is not a contiguous buffer: {exc}") from None
+    return view
 
 
 def unpack_message(
@@ -247,18 +311,14 @@ def unpack_message(
     together exceed ``max_decoded_bytes``.
     """
     _check(isinstance(frames, Sequence) and len(frames) >= 1, "a message needs a header frame")
-    try:
-        frames = [
-            f if isinstance(f, bytes | memoryview | bytearray) else memoryview(f) for f in frames
-        ]
-    except TypeError as exc:
-        raise WireError(f"frame is not a buffer: {exc}") from exc
+    frames = [_as_frame(f) for f in frames]
     header = _decode_header(frames[0], max_header_bytes)
     records = []
     next_frame = 1
     decoded = 0
+    max_elements = max(max_decoded_bytes, 0) // 4
     for desc in header["tensors"]:
-        rec = _decode_tensor(desc, frames, next_frame)
+        rec = _decode_tensor(desc, frames, next_frame, max_elements)
         next_frame += len(rec.buffers)
         decoded += 4 * math.prod(rec.shape)
         _check(
@@ -284,7 +344,10 @@ def to_blob(frames: Sequence[Any]) -> bytes:
 
 def from_blob(blob: bytes | bytearray | memoryview) -> list[memoryview]:
     """Split a blob back into frames (zero-copy memoryviews); WireError if malformed."""
-    view = memoryview(blob).cast("B")
+    try:
+        view = memoryview(blob).cast("B")
+    except TypeError as exc:  # not a buffer, or not contiguous
+        raise WireError(f"blob is not a contiguous buffer: {exc}") from None
     _check(len(view) >= _BLOB_HEAD.size, "blob shorter than its fixed header")
     magic, version, reserved, count = _BLOB_HEAD.unpack_from(view)
     _check(magic == BLOB_MAGIC, "not a fedsim wire blob (bad magic)")
