@@ -120,9 +120,8 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
         names = {n for n, _ in runs}
         unknown = [v for v in args.variant if v not in names]
         if unknown:
-            raise UsageError(
-                f"--variant {unknown[0]}: not in {args.scenario} (has: {', '.join(sorted(names))})"
-            )
+            has = f"has: {', '.join(sorted(names))}" if any(names) else "it has no variants"
+            raise UsageError(f"--variant {unknown[0]}: not in {args.scenario} ({has})")
         runs = [(n, s) for n, s in runs if n in args.variant]
     for name, sc in runs:  # every variant is checked before anything is removed or run
         _validate_deep(sc, args.scenario, variant=name)
@@ -316,10 +315,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     problem = endpoint_problem(args.connect, bind=False)
     if problem:
         raise UsageError(f"--connect: {problem}")
-    if args.threads < 1 or not args.heartbeat > 0 or not args.timeout > 2 * args.heartbeat:
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be >= 1")
+    if not 0 < args.heartbeat < float("inf"):
+        raise UsageError(f"--heartbeat {args.heartbeat:g}: must be a positive number of seconds")
+    if not 2 * args.heartbeat < args.timeout < float("inf"):
         raise UsageError(
-            "--threads must be >= 1, --heartbeat > 0 and --timeout > 2 x --heartbeat "
-            f"(got {args.threads}, {args.heartbeat:g}, {args.timeout:g})"
+            f"--timeout {args.timeout:g}: must exceed 2 x --heartbeat ({2 * args.heartbeat:g} s)"
         )
 
     return run_worker(
@@ -429,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", type=float, help="target accuracy (default 0.95 x the lowest best accuracy)"
     )
     cp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    cp.add_argument("--force", action="store_true", help="replace an earlier comparison in --out")
     cp.set_defaults(fn=cmd_compare)
     return p
 

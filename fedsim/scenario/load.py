@@ -84,6 +84,7 @@ def validate_doc(doc: dict, *, file: str | None = None) -> Scenario:
             "input" in err
             and err["type"] != "extra_forbidden"
             and not isinstance(err["input"], dict)
+            and "got " not in msg
         ):
             msg = f"{msg} (got {err['input']!r})"
         raise ScenarioError(msg, file=file, field=_field_of(err["loc"])) from None
@@ -136,7 +137,10 @@ def read_toml(path: str | Path) -> dict:
 
 def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     doc = read_toml(path)
-    doc = apply_overrides(doc, [parse_override(o) for o in overrides])
+    try:
+        doc = apply_overrides(doc, [parse_override(o) for o in overrides])
+    except ScenarioError as e:  # say which file the override was meant for
+        raise ScenarioError(e.message, file=str(path), field=e.field) from None
     scenario = validate_doc(doc, file=str(path))
     _resolve_paths(scenario, Path(path).resolve().parent)
     return scenario

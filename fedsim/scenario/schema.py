@@ -57,6 +57,13 @@ class SyntheticCfg(Strict):
     test_size: int = Field(1000, ge=1, description="synthetic test samples")
     noise: float = Field(1.0, ge=0, description="noise around class prototypes")
 
+    @field_validator("shape")
+    @classmethod
+    def _positive_sizes(cls, v: list[int]) -> list[int]:
+        if min(v) < 1:
+            raise ValueError("every size must be >= 1")
+        return v
+
 
 class DataCfg(Strict):
     dataset: str = Field("mnist5k", description="see `fedsim list datasets`")
