@@ -16,21 +16,9 @@ import pytest
 import fedsim.scenario.memory as memory
 from fedsim.cli import main
 
-BASE = """
-name = "t"
-rounds = 1
-[data]
-dataset = "synthetic"
-[data.synthetic]
-shape = [1, 8, 8]
-train_size = 200
-test_size = 50
-[model]
-name = "mlp"
-[clients]
-count = 4
-per_round = 2
-"""
+# The small valid scenario of the original 19 cases (same folder, on pytest's sys.path).
+from test_cli_errors import BASE  # isort: skip
+
 
 # The memory estimate compares against this machine's memory; pin it so that the refusals
 # below do not depend on the size of the machine running the tests.
