@@ -8,12 +8,12 @@ it). The estimate counts float32 bytes of what the run holds at once:
   and once in every worker process or Ray actor it starts on this host; synthetic data is
   generated with two temporaries of the training array's size;
 - model: parameters and buffers, built on torch's "meta" device (shapes only, no memory),
-  times the copies the coordinator keeps (model, global state, initial state, evaluation)
-  and the copies a training client keeps (model, gradients, optimizer state);
-- client state: one model-sized residual per client when a codec uses error feedback and
-  the state store is in memory;
+  times the copies the coordinator keeps (model, global state, initial state) and those a
+  training client keeps (gradients, optimizer state; its own model in a worker process);
+- client state: one model-sized residual per client that has trained, when a codec uses
+  error feedback and the state store is in memory;
 - decoded updates: one model-sized update per client aggregated in a round (sync: the
-  selected ceil(K x overcommit); async: buffer plus concurrency).
+  selected ceil(K x overcommit); async: the buffer).
 
 It is a lower bound on what a run needs (Python, torch and allocator overheads come on
 top), so a refusal is never a false alarm on a machine that could have run it.
@@ -28,8 +28,9 @@ from typing import Any
 
 F32 = 4
 I64 = 8
-COORDINATOR_MODEL_COPIES = 4  # model, global state, initial state, evaluation
-CLIENT_MODEL_COPIES = {"sgd": 3, "adam": 4}  # model + gradients + optimizer state
+COORDINATOR_MODEL_COPIES = 3  # model, global state, initial state
+# What a training client holds beside the model: gradients, and the optimizer's state.
+OPTIMIZER_COPIES = {"sgd": 0, "adam": 2}
 
 
 def machine_memory() -> int | None:
@@ -107,20 +108,28 @@ def estimate(scenario: Any) -> tuple[int, dict[str, int]]:
     else:
         local_procs = 0 if rt.transport == "inproc" else rt.workers
     model_bytes = model_numel(sc, shape, classes) * F32
-    trainers = max(1, local_procs)
-    client_copies = CLIENT_MODEL_COPIES.get(sc.train.optimizer, 4)
-    specs = f"{sc.codec.uplink} {sc.codec.downlink}"
-    stateful = sc.clients.count if "ef(" in specs and rt.state_store == "memory" else 0
+    t = sc.train
+    per_trainer = 1 + OPTIMIZER_COPIES.get(t.optimizer, 0) + (t.momentum > 0)
+    if local_procs:  # each worker process or actor holds its own model as well
+        trainer_copies = local_procs * (1 + per_trainer)
+    else:  # in process, clients train one after the other
+        trainer_copies = per_trainer
     if sc.server.mode == "async":
-        updates = sc.server.buffer_size + sc.server.concurrency
+        updates = sc.server.buffer_size  # decoded as they arrive, held until aggregated
+        participants = sc.rounds * sc.server.buffer_size + sc.server.concurrency
     else:
         updates = math.ceil(sc.clients.per_round * sc.server.overcommit)
+        participants = sc.rounds * updates
+    specs = f"{sc.codec.uplink} {sc.codec.downlink}"
+    # error feedback keeps a model-sized residual for every client that has trained
+    ef = "ef(" in specs and rt.state_store == "memory"
+    stateful = min(sc.clients.count, participants) if ef else 0
     parts: dict[str, int] = {}
     for field, n in (
         (data_field, data * (1 + local_procs)),
         (
             _model_field(sc, data_field),
-            model_bytes * (COORDINATOR_MODEL_COPIES + client_copies * trainers),
+            model_bytes * (COORDINATOR_MODEL_COPIES + trainer_copies),
         ),
         ("clients.count", model_bytes * stateful),
         ("clients.per_round", model_bytes * updates),

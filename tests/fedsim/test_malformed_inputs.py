@@ -627,6 +627,22 @@ def test_memory_estimate_of_a_small_run_fits():
     assert REAL_MACHINE_MEMORY() > 10**8
 
 
+def test_error_feedback_state_counts_clients_that_trained():
+    from fedsim.scenario import validate_doc
+
+    doc = {
+        "data": {"dataset": "synthetic"},
+        "rounds": 3,
+        "clients": {"count": 1000, "per_round": 10},
+        "codec": {"uplink": "ef(topk:0.01)"},
+    }
+    _, parts = memory.estimate(validate_doc(doc))
+    _, none = memory.estimate(validate_doc({**doc, "codec": {"uplink": "topk:0.01"}}))
+    _, disk = memory.estimate(validate_doc({**doc, "runtime": {"state_store": "disk"}}))
+    assert parts["clients.count"] == 30 * parts["clients.per_round"] // 10
+    assert none["clients.count"] == 0 and disk["clients.count"] == 0
+
+
 def test_base_scenario_is_valid(tmp_path):
     """The corpus's base scenario itself is fine, so each case fails for its own reason."""
     (tmp_path / "ok.toml").write_text(BASE)
