@@ -35,12 +35,17 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
-def _check_out_dir(out: Path, force: bool) -> None:
+def _check_out_dir(out: Path, force: bool, scenario_file: str) -> None:
     """Called holding the directory's lock: refuse an earlier run's outputs, or (--force)
     remove them, so no old report, plot or checkpoint sits beside the new run's logs."""
     from fedsim.runtime.outputs import clean_run_dir
     from fedsim.runtime.rundir_lock import LOCK_NAME
 
+    if (out / "scenario.toml").resolve() == Path(scenario_file).resolve():
+        raise UsageError(
+            f"--out {out}: holds {scenario_file}, which the run would overwrite with the "
+            "resolved scenario; choose another --out"
+        )
     if any(p.name != LOCK_NAME for p in out.iterdir()):
         if not force:
             raise UsageError(f"--out {out}: directory is not empty (pass --force to overwrite it)")
@@ -126,7 +131,7 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
     for name, sc in runs:  # every variant is checked before anything is removed or run
         _validate_deep(sc, args.scenario, variant=name)
     if not args.resume:
-        _check_out_dir(out, args.force)
+        _check_out_dir(out, args.force, args.scenario)
     elif scenario.runtime.checkpoint_every == 0 and not scenario.variants:
         raise UsageError(
             f"--resume: {args.scenario} has runtime.checkpoint_every = 0 (no checkpoints to resume from)"

@@ -97,8 +97,9 @@ RUN_FOLDERS = ("plots", "checkpoints", "compare")
 
 
 def is_run_output(path: Path) -> bool:
-    """A variant's run directory from an earlier run (what a fresh run writes first)."""
-    return path.is_dir() and any((path / f).is_file() for f in ("scenario.toml", "metrics.jsonl"))
+    """A variant's run directory from an earlier run: it has the logs a run opens first
+    (a folder of the user's that merely holds a scenario.toml is not one)."""
+    return path.is_dir() and all((path / f).is_file() for f in ("metrics.jsonl", "events.jsonl"))
 
 
 def clean_run_dir(out_dir: Path) -> list[Path]:

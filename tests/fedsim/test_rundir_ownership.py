@@ -126,6 +126,9 @@ def _leftovers(out: Path) -> None:
     (out / "summary.json.tmp").write_text("half")
     (out / "oldvariant").mkdir()
     (out / "oldvariant" / "metrics.jsonl").write_text('{"round": 7}\n')
+    (out / "oldvariant" / "events.jsonl").write_text("")
+    (out / "myexp").mkdir()  # the user's experiment folder, not a run: stays
+    (out / "myexp" / "scenario.toml").write_text("rounds = 1\n")
     (out / "notes.txt").write_text("mine")  # not a fedsim output: stays
     (out / "data").mkdir()  # a user's folder without run files: stays
     (out / "data" / "x.csv").write_text("1")
@@ -144,8 +147,19 @@ def test_force_removes_what_an_earlier_run_left(scen, tmp_path, capsys):
         assert gone not in left
     assert "oldvariant" not in left and "summary.json.tmp" not in left
     assert (out / "notes.txt").read_text() == "mine" and (out / "data" / "x.csv").exists()
+    assert (out / "myexp" / "scenario.toml").exists()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1]
+
+
+def test_force_never_removes_the_scenario_being_run(tmp_path, capsys):
+    out = tmp_path / "exp"
+    out.mkdir()
+    scen = out / "scenario.toml"
+    scen.write_text(SCENARIO)
+    assert main(["run", str(scen), "--out", str(out), "--quiet", "--force"]) == 2
+    assert "scenario.toml" in one_line(capsys.readouterr().err)
+    assert scen.read_text() == SCENARIO
 
 
 def test_clean_run_dir_lists_what_it_removed(tmp_path):
