@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-EXIT_BAD_INPUT = 2
+from fedsim.cli_errors import EXIT_BAD_INPUT, guarded, raise_broken_pipe
+from fedsim.errors import FedsimError
 
 
-class UsageError(Exception):
-    pass
+class UsageError(FedsimError):
+    """A bad flag or argument: one line, exit 2 (fedsim/cli_errors.py)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,11 +35,21 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
-def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UsageError(f"--out {out}: directory is not empty (pass --force to overwrite it)")
+def _check_out_dir(out: Path, force: bool, scenario_file: str) -> None:
+    """Called holding the directory's lock: refuse an earlier run's outputs, or (--force)
+    remove them, so no old report, plot or checkpoint sits beside the new run's logs."""
+    from fedsim.runtime.outputs import clean_run_dir
+    from fedsim.runtime.rundir_lock import LOCK_NAME
+
+    if (out / "scenario.toml").resolve() == Path(scenario_file).resolve():
+        raise UsageError(
+            f"--out {out}: holds {scenario_file}, which the run would overwrite with the "
+            "resolved scenario; choose another --out"
+        )
+    if any(p.name != LOCK_NAME for p in out.iterdir()):
+        if not force:
+            raise UsageError(f"--out {out}: directory is not empty (pass --force to overwrite it)")
+        clean_run_dir(out)
 
 
 def _progress_runner(
@@ -75,7 +86,7 @@ def _progress_runner(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.scenario import load_scenario, variant_scenarios
+    from fedsim.scenario import load_scenario
 
     overrides = list(args.set or [])
     if args.seed is not None:
@@ -96,12 +107,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --out DIR (the run directory to continue)")
     else:
         out = Path("runs") / f"{Path(args.scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not args.resume:
-        _check_out_dir(out, args.force)
-    elif scenario.runtime.checkpoint_every == 0 and not scenario.variants:
-        raise UsageError(
-            f"--resume: {args.scenario} has runtime.checkpoint_every = 0 (no checkpoints to resume from)"
-        )
+    from fedsim.runtime.rundir_lock import RunDirLock
+
+    with RunDirLock(out):  # one run per directory, for the whole run (also --resume)
+        return _run_in(args, scenario, out)
+
+
+def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
+    from fedsim.scenario import variant_scenarios
 
     if args.sweep:
         scenario = _add_sweep_variants(scenario, args.sweep, args.scenario)
@@ -112,13 +125,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         names = {n for n, _ in runs}
         unknown = [v for v in args.variant if v not in names]
         if unknown:
-            raise UsageError(
-                f"--variant {unknown[0]}: not in {args.scenario} (has: {', '.join(sorted(names))})"
-            )
+            has = f"has: {', '.join(sorted(names))}" if any(names) else "it has no variants"
+            raise UsageError(f"--variant {unknown[0]}: not in {args.scenario} ({has})")
         runs = [(n, s) for n, s in runs if n in args.variant]
+    for name, sc in runs:  # every variant is checked before anything is removed or run
+        _validate_deep(sc, args.scenario, variant=name)
+    if not args.resume:
+        _check_out_dir(out, args.force, args.scenario)
+    elif scenario.runtime.checkpoint_every == 0 and not scenario.variants:
+        raise UsageError(
+            f"--resume: {args.scenario} has runtime.checkpoint_every = 0 (no checkpoints to resume from)"
+        )
+
     summaries = {}
     for name, sc in runs:
-        _validate_deep(sc, args.scenario, variant=name)
         target = out / name if name else out
         with _data_errors_name(args.scenario):
             if args.resume:
@@ -180,7 +200,7 @@ def _add_sweep_variants(scenario: Any, sweeps: list[str], file: str) -> Any:
     variants = [v.model_dump() for v in scenario.variants]
     for combo in itertools.product(*axes):
         name = "_".join(f"{k.split('.')[-1]}-{raw}" for k, _, raw in combo)
-        name = re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip("_.-") or "v"
         variants.append({"name": name, **apply_overrides({}, [(k, v) for k, v, _ in combo])})
     doc = {**scenario.model_dump(exclude={"variants"}), "variants": variants}
     return validate_doc(doc, file=file)
@@ -262,6 +282,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     wanted = args.what or list(sections)
     console = Console()
+    console.on_broken_pipe = raise_broken_pipe  # type: ignore[method-assign]
     for what in wanted:
         if what not in sections:
             raise UsageError(
@@ -294,6 +315,19 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from fedsim.runtime.workers import run_worker
+    from fedsim.scenario.endpoint import endpoint_problem
+
+    problem = endpoint_problem(args.connect, bind=False)
+    if problem:
+        raise UsageError(f"--connect: {problem}")
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be >= 1")
+    if not 0 < args.heartbeat < float("inf"):
+        raise UsageError(f"--heartbeat {args.heartbeat:g}: must be a positive number of seconds")
+    if not 2 * args.heartbeat < args.timeout < float("inf"):
+        raise UsageError(
+            f"--timeout {args.timeout:g}: must exceed 2 x --heartbeat ({2 * args.heartbeat:g} s)"
+        )
 
     return run_worker(
         args.connect,
@@ -402,42 +436,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", type=float, help="target accuracy (default 0.95 x the lowest best accuracy)"
     )
     cp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    cp.add_argument("--force", action="store_true", help="replace an earlier comparison in --out")
     cp.set_defaults(fn=cmd_compare)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedsim.errors import FedsimError
+    """Every exception becomes one line and an exit code in fedsim/cli_errors.py."""
+    return guarded(lambda: _dispatch(build_parser(), argv))
 
-    try:
-        from fedsim.codecs.wire import WireError
-    except ImportError:  # pragma: no cover
-        WireError = ValueError  # type: ignore[assignment,misc]
 
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.version:
-            import fedsim
+def _dispatch(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    args = parser.parse_args(argv)
+    if args.version:
+        import fedsim
 
-            print(f"fedsim {fedsim.__version__}")
-            return 0
-        if not getattr(args, "fn", None):
-            parser.print_help()
-            return EXIT_BAD_INPUT
-        return int(args.fn(args) or 0)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"fedsim {fedsim.__version__}")
+        return 0
+    if not getattr(args, "fn", None):
+        parser.print_help()
         return EXIT_BAD_INPUT
-    except FedsimError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except WireError as e:
-        print(f"error: malformed message: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return int(args.fn(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -203,11 +203,35 @@ def default_out_dir(run_dirs: list[Path]) -> Path:
     return expand_run_dirs([Path(p) for p in run_dirs])[0].parent / "compare"
 
 
+def comparison_files(out_dir: Path, stem: str = "compare") -> list[Path]:
+    """The files `write_comparison` writes into out_dir that already exist there."""
+    names = [f"{stem}.md", f"{stem}.html", f"{stem}.json", "energy.png"]
+    names += [name for name, _, _ in COMPARE_FIGURES]
+    return [out_dir / n for n in names if (out_dir / n).exists()]
+
+
+def claim_out_dir(out_dir: Path, force: bool) -> None:
+    """An earlier comparison in out_dir is never overwritten silently: refuse, or (force)
+    remove all of it, so no figure of the old comparison stays beside the new one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FedsimError(f"--out {out_dir}: exists and is not a directory")
+    earlier = comparison_files(out_dir) if out_dir.is_dir() else []
+    if earlier and not force:
+        raise FedsimError(
+            f"--out {out_dir}: holds an earlier comparison ({earlier[0].name}); pass --force "
+            "to replace it, or choose another --out"
+        )
+    for path in earlier:
+        path.unlink()
+
+
 def compare_command(args: Any) -> int:
-    """CLI glue: args.run_dirs, args.out (optional), args.target (optional), args.format."""
+    """CLI glue: args.run_dirs, args.out (optional), args.target (optional), args.format,
+    args.force (replace an earlier comparison in the output folder)."""
     run_dirs = [Path(p) for p in args.run_dirs]
     comp = build_comparison(run_dirs, getattr(args, "target", None))
     out = Path(args.out) if getattr(args, "out", None) else default_out_dir(run_dirs)
+    claim_out_dir(out, bool(getattr(args, "force", False)))
     md = write_comparison(comp, out)
     print(render_compare_table(comp.rows, getattr(args, "format", None) or "table"), end="")
     # Where the files went goes to stderr, so csv/json on stdout stay machine-readable.

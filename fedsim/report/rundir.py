@@ -111,22 +111,76 @@ def _read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise FedsimError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise FedsimError(f"{path}: not UTF-8 text") from None
     return data if isinstance(data, dict) else {}
+
+
+# Fields the reports compute with: a row holding another type is a damaged file, said so in
+# one line rather than failing inside a plot.
+METRIC_NUMBERS = ("sim_time", "wall_time", "bytes_up", "bytes_down", "test_accuracy", "energy_j")
+TRAFFIC_NUMBERS = ("payload_bytes", "wire_bytes", "t_send", "t_deliver")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def read_rows(path: Path, numbers: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows of a run's JSONL file, each an object with an integer `round` and numbers
+    (or null) in `numbers`; anything else is a FedsimError naming the file and the line."""
+    try:
+        rows = list(read_jsonl(path))
+    except json.JSONDecodeError as e:
+        raise FedsimError(
+            f"{path}: line {_first_bad_line(path)}: not valid JSON ({e.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise FedsimError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise FedsimError(f"{path}: {e.strerror or e}") from None
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise FedsimError(f"{path}: line {i}: expected a JSON object, got {row!r:.60}")
+        if not isinstance(row.get("round"), int) or isinstance(row.get("round"), bool):
+            raise FedsimError(f"{path}: line {i}: round: expected an integer")
+        for key in numbers:
+            if row.get(key) is not None and not _is_number(row[key]):
+                raise FedsimError(f"{path}: line {i}: {key}: expected a number, got {row[key]!r}")
+    return rows
+
+
+def _first_bad_line(path: Path) -> int:
+    """The number of the first line that is not JSON (read_jsonl parses line by line)."""
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                return i
+    return 0
+
+
+def device_profiles(path: Path) -> dict[int, str]:
+    """client id -> device profile, from a run's devices.json (empty if there is none)."""
+    devices = _read_json(path / "devices.json").get("devices", [])
+    try:
+        return {int(d["client"]): str(d.get("profile", "?")) for d in devices if "client" in d}
+    except (TypeError, ValueError, AttributeError):
+        raise FedsimError(
+            f"{path / 'devices.json'}: expected devices = [{{client, profile}}, ...]"
+        ) from None
 
 
 def load_run(path: Path, name: str | None = None) -> Run:
     path = Path(path)
     if not is_run_dir(path):
         raise not_a_run(path)
-    try:
-        metrics = list(read_jsonl(path / "metrics.jsonl"))
-        traffic_path = path / "traffic.jsonl"
-        traffic = list(read_jsonl(traffic_path)) if traffic_path.is_file() else []
-    except json.JSONDecodeError as e:
-        raise FedsimError(f"{path}: a JSONL file has a corrupt line ({e.msg})") from None
+    metrics = read_rows(path / "metrics.jsonl", METRIC_NUMBERS)
+    traffic_path = path / "traffic.jsonl"
+    traffic = read_rows(traffic_path, TRAFFIC_NUMBERS) if traffic_path.is_file() else []
     metrics.sort(key=lambda m: m.get("round", 0))
-    devices = _read_json(path / "devices.json").get("devices", [])
-    profiles = {int(d["client"]): str(d.get("profile", "?")) for d in devices if "client" in d}
+    profiles = device_profiles(path)
     return Run(
         path=path,
         name=name or path.name,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.errors import FedsimError
-from fedsim.runtime.jsonl import read_jsonl
+from fedsim.report.rundir import TRAFFIC_NUMBERS, device_profiles, read_rows
 
 COLUMNS = [
     "messages",
@@ -23,19 +23,27 @@ COLUMNS = [
 ]
 
 
+# What the tables read from every row (docs/outputs.md); a row without them is damaged.
+REQUIRED = {"kind": str, "payload_bytes": int, "wire_bytes": int, "dropped": bool}
+
+
 def load_rows(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "traffic.jsonl"
-    if not path.exists():
+    if not run_dir.is_dir():
+        raise FedsimError(f"{run_dir}: no such directory")
+    if not path.is_file():
         raise FedsimError(f"{run_dir}: no traffic.jsonl (is this a fedsim run directory?)")
-    return list(read_jsonl(path))
+    rows = read_rows(path, TRAFFIC_NUMBERS)
+    for i, row in enumerate(rows, 1):
+        for key, typ in REQUIRED.items():
+            v = row.get(key)
+            if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+                raise FedsimError(f"{path}: line {i}: {key}: expected {typ.__name__}, got {v!r}")
+    return rows
 
 
 def client_profiles(run_dir: Path) -> dict[int, str]:
-    path = run_dir / "devices.json"
-    if not path.exists():
-        return {}
-    data = json.loads(path.read_text())
-    return {int(d["client"]): d.get("profile", "?") for d in data.get("devices", [])}
+    return device_profiles(run_dir)
 
 
 def group(rows: list[dict[str, Any]], key: str, profiles: dict[int, str]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,59 @@ def trim_torn_tail(path: Path) -> None:
         data = fh.read()
         if data and not data.endswith(b"\n"):
             fh.truncate(data.rfind(b"\n") + 1)
+
+
+def latest_valid(
+    ckpt_dir: Path,
+    scen_hash: str,
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> tuple[Path, tuple[RunState, dict, dict[int, dict], dict]] | None:
+    """The newest checkpoint of ckpt_dir that loads and verifies, with what `load` returns;
+    None when there is no checkpoint at all.
+
+    Checkpoints are tried newest first. One that cannot be read, is not a well-formed
+    checkpoint message, or whose round is not the one its name says is skipped, and
+    `on_skip(path, reason)` is told (the coordinator logs it). A checkpoint written for a
+    different scenario is not damage but a mistake: that error is raised at once. When
+    checkpoints exist and none verifies, the error names each one and why.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.iterdir() if _NAME.match(p.name)), reverse=True)
+    reasons = []
+    for path in found:
+        reason = None
+        try:
+            loaded = load(path, scen_hash)
+        except FedsimError as e:
+            if _other_scenario(path, scen_hash):
+                raise
+            reason = str(e)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            reason = f"{path}: malformed checkpoint: {type(e).__name__}: {e}"
+        else:
+            want = int(path.name[len("round-") : -len(".ckpt")])
+            if loaded[0].round != want:
+                reason = f"{path}: holds round {loaded[0].round}, not round {want}"
+        if reason is None:
+            return path, loaded
+        reasons.append(reason)
+        if on_skip is not None:
+            on_skip(path, reason)
+    if found:
+        raise FedsimError(
+            f"{ckpt_dir}: no checkpoint verifies ({'; '.join(reasons)}); "
+            "start the run again without --resume"
+        )
+    return None
+
+
+def _other_scenario(path: Path, scen_hash: str) -> bool:
+    """Whether `path` is a whole checkpoint of another scenario: not damage but a mistake,
+    which a fallback to an older checkpoint (of that same other scenario) would hide."""
+    try:
+        meta = unpack_message(from_blob(path.read_bytes())).meta
+    except (OSError, WireError):
+        return False
+    return isinstance(meta, dict) and meta.get("scenario_sha256") not in (None, scen_hash)

@@ -91,6 +91,8 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
             )
         elif not Path(av.trace).exists():
             _fail(file, "network.availability.trace", f"trace file {av.trace} not found")
+        else:
+            _check_trace(av.trace, sc.clients.count, file)
     if sc.runtime.transport != "inproc" and sc.runtime.workers == 0 and not sc.runtime.endpoint:
         _fail(
             file,
@@ -108,6 +110,7 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
             "runtime.endpoint",
             f"{sc.runtime.endpoint!r} does not match transport {sc.runtime.transport!r}",
         )
+    _check_runtime(sc, file)
     if sc.runtime.curve_keys:
         from pathlib import Path
 
@@ -117,3 +120,62 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
                 "runtime.curve_keys",
                 f"{sc.runtime.curve_keys} has no server.key_secret (run fedsim keys generate)",
             )
+    _check_model_and_memory(sc, file)
+
+
+def _check_runtime(sc: Any, file: str | None) -> None:
+    from fedsim.scenario.endpoint import endpoint_problem
+
+    rt = sc.runtime
+    if rt.endpoint:
+        problem = endpoint_problem(rt.endpoint, bind=True)
+        if problem:
+            _fail(file, "runtime.endpoint", problem)
+    if rt.worker_timeout <= 2 * rt.heartbeat_interval:
+        _fail(
+            file,
+            "runtime.worker_timeout",
+            f"{rt.worker_timeout:g} s must exceed 2 x runtime.heartbeat_interval "
+            f"({2 * rt.heartbeat_interval:g} s), or live workers are declared lost",
+        )
+
+
+def _check_trace(path: str, count: int, file: str | None) -> None:
+    """The trace loads, and names only clients of the population (ids 0 .. count-1): a trace
+    about other ids would leave every client offline and the run training nobody."""
+    from fedsim.network.availability import load_trace
+
+    field = "network.availability.trace"
+    try:
+        trace = load_trace(path)
+    except OSError as e:
+        _fail(file, field, f"{path}: {e.strerror or e}")
+    except (ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError too
+        msg = " ".join(str(e).split())
+        _fail(file, field, msg if path in msg else f"{path}: {msg}")
+    outside = [d for d in trace.devices if not 0 <= d < count]
+    if outside:
+        _fail(
+            file,
+            field,
+            f"{path} names client {outside[0]} ({len(outside)} ids in all) outside the "
+            f"population 0..{count - 1} (clients.count = {count})",
+        )
+    if not trace.devices:
+        _fail(file, field, f"{path} lists no client")
+
+
+def _check_model_and_memory(sc: Any, file: str | None) -> None:
+    """Build the model on the meta device (bad model.args surface here, with the file) and
+    refuse a run that cannot fit in memory, before anything is allocated."""
+    from fedsim.errors import DataError
+    from fedsim.scenario.memory import memory_problem
+
+    try:
+        problem = memory_problem(sc)
+    except ScenarioError as e:
+        _fail(file, e.field or "model", e.message)
+    except DataError as e:
+        raise ScenarioError(str(e), file=file) from None
+    if problem:
+        _fail(file, *problem)

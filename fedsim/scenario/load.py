@@ -84,30 +84,63 @@ def validate_doc(doc: dict, *, file: str | None = None) -> Scenario:
             "input" in err
             and err["type"] != "extra_forbidden"
             and not isinstance(err["input"], dict)
+            and "got " not in msg
         ):
             msg = f"{msg} (got {err['input']!r})"
         raise ScenarioError(msg, file=file, field=_field_of(err["loc"])) from None
-    for check in _CHECKS:
+    for check in (_variant_names, *_CHECKS):
         for field, msg in check(scenario):
             raise ScenarioError(msg, file=file, field=field)
     return scenario
+
+
+# Files and folders an experiment folder (a scenario with variants) holds besides its variants.
+RESERVED_NAMES = frozenset({"compare", "comparison.md", "comparison.html", "comparison.json"})
+
+
+def _variant_names(scenario: Scenario) -> Iterable[tuple[str, str]]:
+    """Each variant writes into --out/NAME: names are unique (also ignoring case, for the
+    file systems that do) and stay clear of what the experiment folder writes itself."""
+    seen: dict[str, int] = {}
+    for i, v in enumerate(scenario.variants):
+        key = v.name.casefold()
+        if key in seen:
+            j = seen[key]
+            yield (
+                f"variants.{i}.name",
+                f"{v.name!r} is already the name of variants.{j} (variants write into "
+                "--out/NAME, so names must differ, also in more than case)",
+            )
+        if key in RESERVED_NAMES:
+            yield (
+                f"variants.{i}.name",
+                f"{v.name!r} is reserved for the comparison written beside the variants",
+            )
+        seen.setdefault(key, i)
 
 
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ScenarioError("file not found", file=str(path))
+    if path.is_dir():
+        raise ScenarioError("is a directory, not a scenario file", file=str(path))
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"not valid TOML: {e}", file=str(path)) from None
     except UnicodeDecodeError:
         raise ScenarioError("not UTF-8 text", file=str(path)) from None
+    except OSError as e:
+        raise ScenarioError(f"cannot read: {e.strerror or e}", file=str(path)) from None
 
 
 def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     doc = read_toml(path)
-    doc = apply_overrides(doc, [parse_override(o) for o in overrides])
+    try:
+        doc = apply_overrides(doc, [parse_override(o) for o in overrides])
+    except ScenarioError as e:  # say which file the override was meant for
+        raise ScenarioError(e.message, file=str(path), field=e.field) from None
     scenario = validate_doc(doc, file=str(path))
     _resolve_paths(scenario, Path(path).resolve().parent)
     return scenario

@@ -7,9 +7,10 @@ keeps the SI numbers so it reloads to exactly the same values.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from fedsim.scenario import units
 
@@ -32,12 +33,17 @@ class UnitName(str):
 
 Rate = Annotated[float, _unit(units.parse_rate), Field(gt=0), UnitName('rate ("20Mbit/s")')]
 Duration = Annotated[float, _unit(units.parse_duration), Field(ge=0), UnitName('duration ("50ms")')]
+Period = Annotated[float, _unit(units.parse_duration), Field(gt=0), UnitName('duration ("50ms")')]
 Flops = Annotated[float, _unit(units.parse_flops), Field(gt=0), UnitName('FLOP/s ("2GFLOP/s")')]
 Bytes = Annotated[float, _unit(units.parse_bytes), Field(ge=0), UnitName('size ("1.5MB")')]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: no bool for a number, no string for a number ("20Mbit/s" goes through the unit
+    # parsers above first); allow_inf_nan: a scenario never holds inf or nan.
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
 
 
 class SyntheticCfg(Strict):
@@ -50,6 +56,13 @@ class SyntheticCfg(Strict):
     train_size: int = Field(4000, ge=1, description="synthetic training samples")
     test_size: int = Field(1000, ge=1, description="synthetic test samples")
     noise: float = Field(1.0, ge=0, description="noise around class prototypes")
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_sizes(cls, v: list[int]) -> list[int]:
+        if min(v) < 1:
+            raise ValueError("every size must be >= 1")
+        return v
 
 
 class DataCfg(Strict):
@@ -124,8 +137,8 @@ class DeviceMix(Strict):
 
 class AvailabilityCfg(Strict):
     model: Literal["always", "markov", "trace"] = Field("always", description="availability model")
-    mean_on: Duration = Field(3600.0, description="mean online period (markov)")
-    mean_off: Duration = Field(600.0, description="mean offline period (markov)")
+    mean_on: Period = Field(3600.0, description="mean online period (markov), > 0")
+    mean_off: Period = Field(600.0, description="mean offline period (markov), > 0")
     trace: str | None = Field(
         None, description="CSV client_id,start,end or JSON {client: [[start,end],...]} (trace)"
     )
@@ -238,9 +251,24 @@ class RuntimeCfg(Strict):
     )
 
 
+# A variant's name is a folder inside --out: no separators, no leading dot (so never `.` or
+# `..`), nothing a shell or another OS would read differently.
+VARIANT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
 class Variant(BaseModel):
     model_config = ConfigDict(extra="allow")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    name: str = Field(max_length=128, description="folder name inside --out")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        if not re.fullmatch(VARIANT_NAME, v):
+            raise ValueError(
+                "a variant name is a folder inside --out: a letter or digit, then letters, "
+                "digits, '_', '.' or '-'"
+            )
+        return v
 
 
 class Scenario(Strict):

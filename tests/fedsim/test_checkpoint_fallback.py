@@ -1,0 +1,72 @@
+"""`--resume` falls back to the newest checkpoint that verifies (issue 17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsim.errors import FedsimError
+from fedsim.runtime import checkpoint as ckpt
+
+HASH = "a" * 64
+
+
+def _save(d: Path, rnd: int, scen_hash: str = HASH) -> Path:
+    state = ckpt.RunState(round=rnd, sim_time=10.0 * rnd, offsets={"metrics.jsonl": 10 * rnd})
+    glob = {"w": np.full((3, 2), rnd, np.float32)}
+    clients = {0: {"residual": np.arange(4, dtype=np.float32) * rnd}}
+    return ckpt.save(d, state, glob, clients, {}, scen_hash)
+
+
+def test_damaged_newest_falls_back_to_the_older_one(tmp_path):
+    d = tmp_path / "checkpoints"
+    older, newest = _save(d, 1), _save(d, 2)
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # a torn write
+    skipped = []
+    path, (state, glob, clients, _) = ckpt.latest_valid(
+        d, HASH, lambda p, r: skipped.append((p, r))
+    )
+    assert path == older and state.round == 1
+    assert np.array_equal(glob["w"], np.full((3, 2), 1, np.float32))
+    assert np.array_equal(clients[0]["residual"], np.arange(4, dtype=np.float32))
+    assert [p for p, _ in skipped] == [newest] and "unreadable" in skipped[0][1]
+
+
+def test_newest_good_checkpoint_wins(tmp_path):
+    d = tmp_path / "checkpoints"
+    _save(d, 1)
+    newest = _save(d, 2)
+    path, loaded = ckpt.latest_valid(d, HASH)
+    assert path == newest and loaded[0].round == 2
+
+
+def test_garbage_and_renamed_checkpoints_are_skipped(tmp_path):
+    d = tmp_path / "checkpoints"
+    good = _save(d, 1)
+    (d / "round-000003.ckpt").write_bytes(b"\x00" * 64)  # not a message at all
+    (d / "round-000002.ckpt").write_bytes(good.read_bytes())  # round 1 under another name
+    skipped = []
+    path, loaded = ckpt.latest_valid(d, HASH, lambda p, r: skipped.append(p.name))
+    assert path == good and loaded[0].round == 1
+    assert skipped == ["round-000003.ckpt", "round-000002.ckpt"]
+
+
+def test_no_checkpoint_is_none_and_none_valid_is_an_error(tmp_path):
+    assert ckpt.latest_valid(tmp_path / "missing", HASH) is None
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    assert ckpt.latest_valid(d, HASH) is None
+    (d / "round-000001.ckpt").write_bytes(b"junk")
+    with pytest.raises(FedsimError, match="no checkpoint verifies"):
+        ckpt.latest_valid(d, HASH)
+
+
+def test_another_scenarios_checkpoint_is_an_error_not_a_fallback(tmp_path):
+    d = tmp_path / "checkpoints"
+    _save(d, 1)
+    _save(d, 2, scen_hash="b" * 64)
+    with pytest.raises(FedsimError, match="different scenario"):
+        ckpt.latest_valid(d, HASH)
