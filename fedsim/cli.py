@@ -232,8 +232,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedsim.data import describe_datasets
     from fedsim.data.partition import describe_partitioners
     from fedsim.models import describe_models
+    from fedsim.scenario.shipped import describe_shipped
 
     sections = {
+        "scenarios": describe_shipped(),
         "models": describe_models(),
         "datasets": describe_datasets(),
         "partitioners": describe_partitioners(),
@@ -271,6 +273,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, doc in sections[what]:
             table.add_row(name, doc)
         console.print(table)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from fedsim.scenario.shipped import copy_shipped
+
+    for path in copy_shipped(args.dir, force=args.force):
+        print(path)
+    print(f"edit one, then: fedsim run {Path(args.dir) / 'quickstart.toml'}")
     return 0
 
 
@@ -323,8 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run a scenario file")
-    r.add_argument("scenario")
+    r = sub.add_parser("run", help="run a scenario file (or a shipped scenario by name)")
+    r.add_argument(
+        "scenario", help="a .toml file, or the name of a shipped one (see `fedsim list scenarios`)"
+    )
     r.add_argument("--out", help="run directory (default runs/<scenario>-<time>)")
     r.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a scenario key (repeatable)"
@@ -357,10 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_validate)
 
     ls = sub.add_parser(
-        "list", help="list models, datasets, partitioners, algorithms, devices, codecs"
+        "list",
+        help="list shipped scenarios, models, datasets, partitioners, algorithms, devices, codecs",
     )
-    ls.add_argument("what", nargs="*")
+    ls.add_argument("what", nargs="*", help="sections to show (default: all)")
     ls.set_defaults(fn=cmd_list)
+
+    i = sub.add_parser("init", help="copy the shipped scenario files into DIR to edit")
+    i.add_argument("dir", help="folder to write the .toml files into (created if missing)")
+    i.add_argument("--force", action="store_true", help="overwrite files that exist")
+    i.set_defaults(fn=cmd_init)
 
     w = sub.add_parser("worker", help="run a worker process that trains clients for a coordinator")
     w.add_argument(

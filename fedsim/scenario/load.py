@@ -106,6 +106,10 @@ def read_toml(path: str | Path) -> dict:
 
 
 def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Load a scenario file, or a shipped scenario by its bare name (``"quickstart"``)."""
+    from fedsim.scenario.shipped import resolve_scenario_path
+
+    path = resolve_scenario_path(path)
     doc = read_toml(path)
     doc = apply_overrides(doc, [parse_override(o) for o in overrides])
     scenario = validate_doc(doc, file=str(path))
