@@ -27,11 +27,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return str(n)
+    from fedsim.progress import fmt_bytes
+
+    return fmt_bytes(n)
 
 
 def _check_out_dir(out: Path, force: bool) -> None:
@@ -44,34 +42,14 @@ def _check_out_dir(out: Path, force: bool) -> None:
 def _progress_runner(
     scenario: Any, out: Path, quiet: bool, label: str = "", resume: bool = False
 ) -> dict:
-    from fedsim.runtime.coordinator import Coordinator
+    from fedsim.api import run_coordinator
 
     if quiet:
-        return Coordinator(scenario, out, resume=resume).run()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        return run_coordinator(scenario, out, resume=resume)
+    from fedsim.progress import progress_bar
 
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(label or scenario.name, total=scenario.rounds, info="")
-        state = {"acc": None}
-
-        def update(row: dict) -> None:
-            if row.get("test_accuracy") is not None:
-                state["acc"] = row["test_accuracy"]
-            acc = "-" if state["acc"] is None else f"{state['acc']:.3f}"
-            info = (
-                f"sim {row['sim_time']:.1f}s  acc {acc}  "
-                f"up {_fmt_bytes(row['bytes_up_total'])}  down {_fmt_bytes(row['bytes_down_total'])}"
-            )
-            bar.update(task, completed=row["round"], info=info)
-
-        return Coordinator(scenario, out, progress=update, resume=resume).run()
+    with progress_bar(scenario.rounds, label or scenario.name) as update:
+        return run_coordinator(scenario, out, progress=update, resume=resume)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
