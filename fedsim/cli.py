@@ -210,14 +210,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedsim.data import describe_datasets
     from fedsim.data.partition import describe_partitioners
     from fedsim.models import describe_models
+    from fedsim.plugins import with_origins
     from fedsim.scenario.shipped import describe_shipped
 
     sections = {
         "scenarios": describe_shipped(),
-        "models": describe_models(),
-        "datasets": describe_datasets(),
+        "models": with_origins("model", describe_models()),
+        "datasets": with_origins("dataset", describe_datasets()),
         "partitioners": describe_partitioners(),
-        "algorithms": describe_algorithms(),
+        "algorithms": with_origins("algorithm", describe_algorithms()),
     }
     try:
         from fedsim.network.devices import describe_profiles
@@ -248,8 +249,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"fedsim list: unknown section {what!r} (choose from {', '.join(sections)})"
             )
         table = Table(title=what, show_header=False, title_justify="left")
-        for name, doc in sections[what]:
-            table.add_row(name, doc)
+        for row in sections[what]:  # (name, doc) or (name, origin, doc)
+            table.add_row(*row)
         console.print(table)
     return 0
 

@@ -124,6 +124,11 @@ def _resolve_paths(scenario: Scenario, base: Path) -> None:
         candidate = base / trace
         if candidate.exists() or not Path(trace).exists():
             scenario.network.availability.trace = str(candidate)
+    data = scenario.data.path
+    if data and not Path(data).is_absolute():
+        candidate = base / data
+        if candidate.exists() or not Path(data).exists():
+            scenario.data.path = str(candidate)
 
 
 def variant_scenarios(scenario: Scenario, *, file: str | None = None) -> list[tuple[str, Scenario]]:
