@@ -264,6 +264,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fedsim.export import export_csv
+
+    for path in export_csv(args.run_dir, args.out, force=args.force):
+        print(path)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from fedsim.report.report import report_command
 
@@ -386,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kind", choices=["model", "update", "control"], action="append")
     t.add_argument("--format", choices=["table", "csv", "json"], default="table")
     t.set_defaults(fn=cmd_traffic)
+
+    ex = sub.add_parser("export", help="a run's metrics and traffic as metrics.csv, traffic.csv")
+    ex.add_argument("run_dir", help="a run directory, or an experiment's folder of runs")
+    ex.add_argument("--format", choices=["csv"], default="csv", help="table format (csv)")
+    ex.add_argument("--out", help="folder for the files (default: the run directory)")
+    ex.add_argument("--force", action="store_true", help="overwrite existing CSV files")
+    ex.set_defaults(fn=cmd_export)
 
     rp = sub.add_parser("report", help="plots/, report.md and report.html for a run directory")
     rp.add_argument("run_dir")
