@@ -183,17 +183,17 @@ def _validate_deep(scenario: Any, file: str, variant: str = "") -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fedsim.runtime.build import load_data
+    from fedsim.runtime.build import load_data, make_partitions
     from fedsim.scenario import load_scenario, variant_scenarios
 
     scenario = load_scenario(args.scenario, args.set or [])
     _validate_deep(scenario, args.scenario)
     with _data_errors_name(args.scenario):
-        load_data(scenario)
+        make_partitions(scenario, load_data(scenario))
     for name, sc in variant_scenarios(scenario, file=args.scenario):
         _validate_deep(sc, args.scenario, variant=name)
         with _data_errors_name(args.scenario):
-            load_data(sc)
+            make_partitions(sc, load_data(sc))
     n = len(scenario.variants)
     print(
         f"{args.scenario}: ok ({scenario.rounds} rounds, {scenario.clients.count} clients"

@@ -147,12 +147,13 @@ def load_image_folder(
         raise DataError(f"{root}: no images found in the layout {layout} (data.path)")
     index = {c: i for i, c in enumerate(classes)}
     mode = "L" if grayscale else "RGB"
-    shape = tuple(size) if size else None
+    want = tuple(size) if size else None  # resize to this; else all must match the first
+    shape = want
     loaded = []
     for part in parts:
         images = []
         for _, _, f in part:
-            arr = _read_image(f, mode, shape)
+            arr = _read_image(f, mode, want)
             if shape is None:
                 shape = arr.shape[:2]
             elif arr.shape[:2] != shape:
