@@ -186,3 +186,17 @@ def test_same_hash_with_ipc_workers(byopkg, tmp_path):
         assert summary["model_sha256"] == inproc.summary["model_sha256"], name
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
         assert sum(e["event"] == "worker_joined" for e in events) == 2
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_same_hash_on_ray(byopkg, tmp_path):
+    pytest.importorskip("ray", reason='Ray not installed (pip install "fedsim[ray]")')
+    inproc = fedsim.run(write(tmp_path, BY_PATH))
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "fedsim", "run", str(write(tmp_path, BY_ENTRY_POINT, "ep.toml"))]
+    cmd += ["--executor", "ray", "--workers", "2", "--quiet", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_sha256"] == inproc.summary["model_sha256"]
