@@ -233,16 +233,24 @@ def run_coordinator(
     *,
     progress: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """``Coordinator(...).run()``, then the final global model saved as model.safetensors.
 
-    The CLI and the API both run scenarios through here. Returns the summary.
+    The CLI and the API both run scenarios through here. ``tensorboard``: a folder for this
+    run's TensorBoard scalars (fedsim/tensorboard_log.py). Returns the summary.
     """
     from fedsim.runtime.coordinator import Coordinator
     from fedsim.runtime.model_io import save_model
+    from fedsim.tensorboard_log import TensorBoardLog, chain
 
-    coord = Coordinator(scenario, out_dir, progress=progress, resume=resume)
-    summary = coord.run()
+    tb = TensorBoardLog(tensorboard) if tensorboard is not None else None
+    coord = Coordinator(scenario, out_dir, progress=chain(progress, tb), resume=resume)
+    try:
+        summary = coord.run()
+    finally:
+        if tb is not None:
+            tb.close()
     # The coordinator loads the final global state into its model before hashing it;
     # saving it here (until the coordinator saves it itself) gives the same hash.
     save_model(Path(out_dir) / MODEL_FILE, coord.model.state_dict())
@@ -256,6 +264,7 @@ def run(
     *,
     progress: Progress = False,
     resume: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> RunResult:
     """Run one scenario in this process and return its results.
 
@@ -263,7 +272,8 @@ def run(
     ``overrides`` as for ``load_scenario``. ``out`` is the run directory (as ``fedsim run
     --out``; None: a temporary folder that lives as long as the result). ``progress``: True
     for the progress bar, or a callable given each metrics row as it is written.
-    ``resume`` continues the run in ``out`` from its last checkpoint.
+    ``resume`` continues the run in ``out`` from its last checkpoint. ``tensorboard``: a
+    folder to log each round's figures to for TensorBoard (needs the tensorboard extra).
     A scenario with ``[[variants]]`` is an experiment: use ``run_experiment``.
     """
     sc = load_scenario(scenario, overrides)
@@ -273,7 +283,7 @@ def run(
             file=str(scenario) if not hasattr(scenario, "model_dump") else sc.name,
         )
     tmp, target = _out_dir(out, resume)
-    _run_one(sc, target, progress, resume, label=sc.name)
+    _run_one(sc, target, progress, resume, label=sc.name, tensorboard=tensorboard)
     return RunResult(target, _tmp=tmp)
 
 
@@ -287,6 +297,7 @@ def run_experiment(
     seeds: Sequence[int] | None = None,
     progress: Progress = False,
     resume: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> ExperimentResult:
     """Run a scenario's ``[[variants]]``, a sweep and/or repeats; one run folder per run.
 
@@ -295,7 +306,8 @@ def run_experiment(
     ``fedsim run --sweep`` names them (``lr-0.1_local_epochs-2``). ``seeds`` repeats every
     run with each seed (names get ``_seed-N``). With none of these and no variants in the
     file, the scenario runs once as the variant ``base``. ``out`` holds one folder per run
-    (None: a temporary folder that lives as long as the result).
+    (None: a temporary folder that lives as long as the result). ``tensorboard``: a folder
+    that gets one TensorBoard run per variant.
     """
     from fedsim.scenario import variant_scenarios
     from fedsim.scenario.load import apply_overrides, validate_doc
@@ -332,7 +344,8 @@ def run_experiment(
         from fedsim.scenario.checks import check_scenario
 
         check_scenario(vsc, file=f"[variants.{name}]")
-        _run_one(vsc, target / name, progress, resume, label=name)
+        tb = Path(tensorboard) / name if tensorboard is not None else None
+        _run_one(vsc, target / name, progress, resume, label=name, tensorboard=tb)
         runs[name] = RunResult(target / name)
     return ExperimentResult(target, runs, _tmp=tmp)
 
@@ -351,7 +364,14 @@ def _out_dir(out: str | Path | None, resume: bool) -> tuple[Any, Path]:
     return None, Path(out)
 
 
-def _run_one(sc: Any, target: Path, progress: Progress, resume: bool, label: str) -> None:
+def _run_one(
+    sc: Any,
+    target: Path,
+    progress: Progress,
+    resume: bool,
+    label: str,
+    tensorboard: str | Path | None = None,
+) -> None:
     if resume and (target / "summary.json").exists():
         return  # finished already
     if not resume and target.exists() and any(target.iterdir()):
@@ -360,6 +380,7 @@ def _run_one(sc: Any, target: Path, progress: Progress, resume: bool, label: str
         from fedsim.progress import progress_bar
 
         with progress_bar(sc.rounds, label) as update:
-            run_coordinator(sc, target, progress=update, resume=resume)
+            run_coordinator(sc, target, progress=update, resume=resume, tensorboard=tensorboard)
     else:
-        run_coordinator(sc, target, progress=progress or None, resume=resume)
+        callback = progress or None
+        run_coordinator(sc, target, progress=callback, resume=resume, tensorboard=tensorboard)

@@ -40,16 +40,23 @@ def _check_out_dir(out: Path, force: bool) -> None:
 
 
 def _progress_runner(
-    scenario: Any, out: Path, quiet: bool, label: str = "", resume: bool = False
+    scenario: Any,
+    out: Path,
+    quiet: bool,
+    label: str = "",
+    resume: bool = False,
+    tensorboard: Path | None = None,
 ) -> dict:
     from fedsim.api import run_coordinator
 
     if quiet:
-        return run_coordinator(scenario, out, resume=resume)
+        return run_coordinator(scenario, out, resume=resume, tensorboard=tensorboard)
     from fedsim.progress import progress_bar
 
     with progress_bar(scenario.rounds, label or scenario.name) as update:
-        return run_coordinator(scenario, out, progress=update, resume=resume)
+        return run_coordinator(
+            scenario, out, progress=update, resume=resume, tensorboard=tensorboard
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -104,8 +111,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.resume and (target / "summary.json").exists():
                 summary = json.loads((target / "summary.json").read_text())  # finished already
             else:
+                tb = Path(args.tensorboard) / out.name / name if args.tensorboard else None
                 summary = _progress_runner(
-                    sc, target, args.quiet, label=name or sc.name, resume=args.resume
+                    sc,
+                    target,
+                    args.quiet,
+                    label=name or sc.name,
+                    resume=args.resume,
+                    tensorboard=tb,
                 )
         summaries[name] = summary
         if not args.quiet or args.summary:
@@ -344,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
     r.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    r.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="log accuracy, loss, bytes and energy per round for TensorBoard into DIR/<run> "
+        '(against rounds and simulated ms; pip install "fedsim[tensorboard]")',
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument(

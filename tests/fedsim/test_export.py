@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import tomli_w
 
 import fedsim
 from fedsim.cli import main
@@ -65,3 +66,22 @@ def test_experiment_folder_exports_each_run(tmp_path):
     for name, run in exp.runs.items():
         assert len(read_csv(exp.path / name / "metrics.csv")) == 1
         assert len(read_csv(exp.path / name / "traffic.csv")) == len(run.traffic)
+
+
+def test_tensorboard_scalars_read_back(tmp_path):
+    pytest.importorskip("tensorboard", reason='pip install "fedsim[tensorboard]"')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(tomli_w.dumps(TINY))
+    out, tb = tmp_path / "run", tmp_path / "tb"
+    assert main(["run", str(path), "--quiet", "--out", str(out), "--tensorboard", str(tb)]) == 0
+    metrics = fedsim.load_run(out).metrics
+    acc = EventAccumulator(str(tb / "run")).Reload()
+    for key in ("test_accuracy", "train_loss", "bytes_up", "bytes_down_total", "energy_j"):
+        by_round = acc.Scalars(f"round/{key}")
+        assert [e.step for e in by_round] == [m["round"] for m in metrics]
+        by_time = acc.Scalars(f"sim_time_ms/{key}")
+        assert [e.step for e in by_time] == [round(m["sim_time"] * 1000) for m in metrics]
+        if key in metrics[0]:
+            assert [e.value for e in by_round] == pytest.approx([m[key] for m in metrics])
