@@ -207,6 +207,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _validate_deep(sc, args.scenario, variant=name)
         with _data_errors_name(args.scenario):
             make_partitions(sc, load_data(sc))
+    if args.show:
+        from fedsim.scenario.show import show_scenario
+
+        print(show_scenario(scenario), end="")
     n = len(scenario.variants)
     print(
         f"{args.scenario}: ok ({scenario.rounds} rounds, {scenario.clients.count} clients"
@@ -342,10 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a scenario key (repeatable)"
     )
-    r.add_argument("--seed", type=int)
-    r.add_argument("--rounds", type=int)
-    r.add_argument("--transport", choices=["inproc", "ipc", "tcp"])
-    r.add_argument("--workers", type=int)
+    r.add_argument("--seed", type=int, help="override seed (seeds everything in the run)")
+    r.add_argument("--rounds", type=int, help="override rounds (aggregations in async mode)")
+    r.add_argument(
+        "--transport",
+        choices=["inproc", "ipc", "tcp"],
+        help="ZeroMQ transport to the clients: in this process, or worker processes over ipc/tcp",
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes to spawn (ipc/tcp), or Ray actors (--executor ray)",
+    )
     r.add_argument("--executor", choices=["zmq", "ray"], help="who runs clients (default: zmq)")
     r.add_argument("--variant", action="append", help="run only this variant (repeatable)")
     r.add_argument(
@@ -371,8 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
 
     v = sub.add_parser("validate", help="check a scenario file without running it")
-    v.add_argument("scenario")
-    v.add_argument("--set", action="append", metavar="KEY=VALUE")
+    v.add_argument("scenario", help="a .toml file, or the name of a shipped one")
+    v.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a scenario key (repeatable)"
+    )
+    v.add_argument(
+        "--show",
+        action="store_true",
+        help="print the resolved scenario (defaults filled in, SI values with their units)",
+    )
     v.set_defaults(fn=cmd_validate)
 
     ls = sub.add_parser(
@@ -395,23 +414,42 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--threads", type=int, default=1, help="torch threads (must match the coordinator's)"
     )
-    w.add_argument("--heartbeat", type=float, default=1.0)
-    w.add_argument("--timeout", type=float, default=10.0)
+    w.add_argument(
+        "--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)"
+    )
+    w.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds; after 2x this without a word from the coordinator the worker exits (default 10)",
+    )
     w.set_defaults(fn=cmd_worker)
 
     k = sub.add_parser("keys", help="CURVE keys for tcp beyond localhost")
     ksub = k.add_subparsers(dest="keys_command", parser_class=_Parser, required=True)
     kg = ksub.add_parser("generate", help="write server and worker key pairs into DIR")
-    kg.add_argument("dir")
+    kg.add_argument("dir", help="folder to write the key files into")
     kg.set_defaults(fn=cmd_keys)
 
     t = sub.add_parser("traffic", help="summaries and filters over a run's traffic.jsonl")
-    t.add_argument("run_dir")
-    t.add_argument("--by", choices=["round", "client", "kind", "profile"], action="append")
-    t.add_argument("--round", type=int, action="append")
-    t.add_argument("--client", type=int, action="append")
-    t.add_argument("--kind", choices=["model", "update", "control"], action="append")
-    t.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    t.add_argument("run_dir", help="a run directory (with traffic.jsonl)")
+    t.add_argument(
+        "--by",
+        choices=["round", "client", "kind", "profile"],
+        action="append",
+        help="group bytes and messages by this (repeatable)",
+    )
+    t.add_argument("--round", type=int, action="append", help="only this round (repeatable)")
+    t.add_argument("--client", type=int, action="append", help="only this client id (repeatable)")
+    t.add_argument(
+        "--kind",
+        choices=["model", "update", "control"],
+        action="append",
+        help="only this message kind: model (down), update (up), control (repeatable)",
+    )
+    t.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="output format"
+    )
     t.set_defaults(fn=cmd_traffic)
 
     ex = sub.add_parser("export", help="a run's metrics and traffic as metrics.csv, traffic.csv")
@@ -422,18 +460,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(fn=cmd_export)
 
     rp = sub.add_parser("report", help="plots/, report.md and report.html for a run directory")
-    rp.add_argument("run_dir")
+    rp.add_argument("run_dir", help="a run directory")
     rp.set_defaults(fn=cmd_report)
 
     cp = sub.add_parser(
         "compare", help="overlaid curves and time/bytes-to-target table for runs or experiments"
     )
-    cp.add_argument("run_dirs", nargs="+")
+    cp.add_argument("run_dirs", nargs="+", help="run directories, or experiment folders of runs")
     cp.add_argument("--out", help="output folder (default <first run's parent>/compare)")
     cp.add_argument(
         "--target", type=float, help="target accuracy (default 0.95 x the lowest best accuracy)"
     )
-    cp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    cp.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="table output format"
+    )
     cp.set_defaults(fn=cmd_compare)
     return p
 
