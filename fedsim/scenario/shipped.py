@@ -40,10 +40,11 @@ def resolve_scenario_path(arg: str | Path) -> Path:
     """A scenario argument as a path: an existing file, else a shipped scenario's name.
 
     Only a bare name (no folder, no ``.toml``) that is not a file here is looked up among
-    the shipped scenarios, so a local file always wins over a shipped one.
+    the shipped scenarios, so a local file always wins over a shipped one (a folder of
+    that name does not: ``fedsim run quickstart`` works beside a runs/quickstart folder).
     """
     path = Path(arg)
-    if path.exists() or isinstance(arg, Path):
+    if path.is_file() or isinstance(arg, Path):
         return path
     text = str(arg)
     if "/" in text or "\\" in text or text.endswith(".toml"):

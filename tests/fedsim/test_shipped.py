@@ -22,6 +22,9 @@ def test_bare_name_resolves_to_shipped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_scenario_path("quickstart") == shipped_scenarios()["quickstart"]
     assert load_scenario("quickstart", ["rounds=1"]).name == "quickstart"
+    (tmp_path / "quickstart").mkdir()  # a folder of that name does not shadow it
+    assert load_scenario("quickstart").name == "quickstart"
+    (tmp_path / "quickstart").rmdir()
     (tmp_path / "quickstart").write_text('name = "mine"\n')  # a local file wins
     assert load_scenario("quickstart").name == "mine"
 
