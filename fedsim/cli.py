@@ -28,11 +28,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return str(n)
+    from fedsim.progress import fmt_bytes
+
+    return fmt_bytes(n)
 
 
 def _check_out_dir(out: Path, force: bool, scenario_file: str) -> None:
@@ -53,36 +51,23 @@ def _check_out_dir(out: Path, force: bool, scenario_file: str) -> None:
 
 
 def _progress_runner(
-    scenario: Any, out: Path, quiet: bool, label: str = "", resume: bool = False
+    scenario: Any,
+    out: Path,
+    quiet: bool,
+    label: str = "",
+    resume: bool = False,
+    tensorboard: Path | None = None,
 ) -> dict:
-    from fedsim.runtime.coordinator import Coordinator
+    from fedsim.api import run_coordinator
 
     if quiet:
-        return Coordinator(scenario, out, resume=resume).run()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        return run_coordinator(scenario, out, resume=resume, tensorboard=tensorboard)
+    from fedsim.progress import progress_bar
 
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(label or scenario.name, total=scenario.rounds, info="")
-        state = {"acc": None}
-
-        def update(row: dict) -> None:
-            if row.get("test_accuracy") is not None:
-                state["acc"] = row["test_accuracy"]
-            acc = "-" if state["acc"] is None else f"{state['acc']:.3f}"
-            info = (
-                f"sim {row['sim_time']:.1f}s  acc {acc}  "
-                f"up {_fmt_bytes(row['bytes_up_total'])}  down {_fmt_bytes(row['bytes_down_total'])}"
-            )
-            bar.update(task, completed=row["round"], info=info)
-
-        return Coordinator(scenario, out, progress=update, resume=resume).run()
+    with progress_bar(scenario.rounds, label or scenario.name) as update:
+        return run_coordinator(
+            scenario, out, progress=update, resume=resume, tensorboard=tensorboard
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -146,8 +131,14 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
             if args.resume and (target / "summary.json").exists():
                 summary = json.loads((target / "summary.json").read_text())  # finished already
             else:
+                tb = Path(args.tensorboard) / out.name / name if args.tensorboard else None
                 summary = _progress_runner(
-                    sc, target, args.quiet, label=name or sc.name, resume=args.resume
+                    sc,
+                    target,
+                    args.quiet,
+                    label=name or sc.name,
+                    resume=args.resume,
+                    tensorboard=tb,
                 )
         summaries[name] = summary
         if not args.quiet or args.summary:
@@ -225,17 +216,21 @@ def _validate_deep(scenario: Any, file: str, variant: str = "") -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fedsim.runtime.build import load_data
+    from fedsim.runtime.build import load_data, make_partitions
     from fedsim.scenario import load_scenario, variant_scenarios
 
     scenario = load_scenario(args.scenario, args.set or [])
     _validate_deep(scenario, args.scenario)
     with _data_errors_name(args.scenario):
-        load_data(scenario)
+        make_partitions(scenario, load_data(scenario))
     for name, sc in variant_scenarios(scenario, file=args.scenario):
         _validate_deep(sc, args.scenario, variant=name)
         with _data_errors_name(args.scenario):
-            load_data(sc)
+            make_partitions(sc, load_data(sc))
+    if args.show:
+        from fedsim.scenario.show import show_scenario
+
+        print(show_scenario(scenario), end="")
     n = len(scenario.variants)
     print(
         f"{args.scenario}: ok ({scenario.rounds} rounds, {scenario.clients.count} clients"
@@ -252,12 +247,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedsim.data import describe_datasets
     from fedsim.data.partition import describe_partitioners
     from fedsim.models import describe_models
+    from fedsim.plugins import with_origins
+    from fedsim.scenario.shipped import describe_shipped
 
     sections = {
-        "models": describe_models(),
-        "datasets": describe_datasets(),
+        "scenarios": describe_shipped(),
+        "models": with_origins("model", describe_models()),
+        "datasets": with_origins("dataset", describe_datasets()),
         "partitioners": describe_partitioners(),
-        "algorithms": describe_algorithms(),
+        "algorithms": with_origins("algorithm", describe_algorithms()),
     }
     try:
         from fedsim.network.devices import describe_profiles
@@ -289,9 +287,26 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"fedsim list: unknown section {what!r} (choose from {', '.join(sections)})"
             )
         table = Table(title=what, show_header=False, title_justify="left")
-        for name, doc in sections[what]:
-            table.add_row(name, doc)
+        for row in sections[what]:  # (name, doc) or (name, origin, doc)
+            table.add_row(*row)
         console.print(table)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from fedsim.scenario.shipped import copy_shipped
+
+    for path in copy_shipped(args.dir, force=args.force):
+        print(path)
+    print(f"edit one, then: fedsim run {Path(args.dir) / 'quickstart.toml'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fedsim.export import export_csv
+
+    for path in export_csv(args.run_dir, args.out, force=args.force):
+        print(path)
     return 0
 
 
@@ -357,16 +372,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run a scenario file")
-    r.add_argument("scenario")
+    r = sub.add_parser("run", help="run a scenario file (or a shipped scenario by name)")
+    r.add_argument(
+        "scenario", help="a .toml file, or the name of a shipped one (see `fedsim list scenarios`)"
+    )
     r.add_argument("--out", help="run directory (default runs/<scenario>-<time>)")
     r.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a scenario key (repeatable)"
     )
-    r.add_argument("--seed", type=int)
-    r.add_argument("--rounds", type=int)
-    r.add_argument("--transport", choices=["inproc", "ipc", "tcp"])
-    r.add_argument("--workers", type=int)
+    r.add_argument("--seed", type=int, help="override seed (seeds everything in the run)")
+    r.add_argument("--rounds", type=int, help="override rounds (aggregations in async mode)")
+    r.add_argument(
+        "--transport",
+        choices=["inproc", "ipc", "tcp"],
+        help="ZeroMQ transport to the clients: in this process, or worker processes over ipc/tcp",
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes to spawn (ipc/tcp), or Ray actors (--executor ray)",
+    )
     r.add_argument("--executor", choices=["zmq", "ray"], help="who runs clients (default: zmq)")
     r.add_argument("--variant", action="append", help="run only this variant (repeatable)")
     r.add_argument(
@@ -379,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    r.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="log accuracy, loss, bytes and energy per round for TensorBoard into DIR/<run> "
+        '(against rounds and simulated ms; pip install "fedsim[tensorboard]")',
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument(
         "--summary", action="store_true", help="print the one-line summary even with --quiet"
@@ -386,15 +417,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
 
     v = sub.add_parser("validate", help="check a scenario file without running it")
-    v.add_argument("scenario")
-    v.add_argument("--set", action="append", metavar="KEY=VALUE")
+    v.add_argument("scenario", help="a .toml file, or the name of a shipped one")
+    v.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a scenario key (repeatable)"
+    )
+    v.add_argument(
+        "--show",
+        action="store_true",
+        help="print the resolved scenario (defaults filled in, SI values with their units)",
+    )
     v.set_defaults(fn=cmd_validate)
 
     ls = sub.add_parser(
-        "list", help="list models, datasets, partitioners, algorithms, devices, codecs"
+        "list",
+        help="list shipped scenarios, models, datasets, partitioners, algorithms, devices, codecs",
     )
-    ls.add_argument("what", nargs="*")
+    ls.add_argument("what", nargs="*", help="sections to show (default: all)")
     ls.set_defaults(fn=cmd_list)
+
+    i = sub.add_parser("init", help="copy the shipped scenario files into DIR to edit")
+    i.add_argument("dir", help="folder to write the .toml files into (created if missing)")
+    i.add_argument("--force", action="store_true", help="overwrite files that exist")
+    i.set_defaults(fn=cmd_init)
 
     w = sub.add_parser("worker", help="run a worker process that trains clients for a coordinator")
     w.add_argument(
@@ -404,38 +448,66 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--threads", type=int, default=1, help="torch threads (must match the coordinator's)"
     )
-    w.add_argument("--heartbeat", type=float, default=1.0)
-    w.add_argument("--timeout", type=float, default=10.0)
+    w.add_argument(
+        "--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)"
+    )
+    w.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds; after 2x this without a word from the coordinator the worker exits (default 10)",
+    )
     w.set_defaults(fn=cmd_worker)
 
     k = sub.add_parser("keys", help="CURVE keys for tcp beyond localhost")
     ksub = k.add_subparsers(dest="keys_command", parser_class=_Parser, required=True)
     kg = ksub.add_parser("generate", help="write server and worker key pairs into DIR")
-    kg.add_argument("dir")
+    kg.add_argument("dir", help="folder to write the key files into")
     kg.set_defaults(fn=cmd_keys)
 
     t = sub.add_parser("traffic", help="summaries and filters over a run's traffic.jsonl")
-    t.add_argument("run_dir")
-    t.add_argument("--by", choices=["round", "client", "kind", "profile"], action="append")
-    t.add_argument("--round", type=int, action="append")
-    t.add_argument("--client", type=int, action="append")
-    t.add_argument("--kind", choices=["model", "update", "control"], action="append")
-    t.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    t.add_argument("run_dir", help="a run directory (with traffic.jsonl)")
+    t.add_argument(
+        "--by",
+        choices=["round", "client", "kind", "profile"],
+        action="append",
+        help="group bytes and messages by this (repeatable)",
+    )
+    t.add_argument("--round", type=int, action="append", help="only this round (repeatable)")
+    t.add_argument("--client", type=int, action="append", help="only this client id (repeatable)")
+    t.add_argument(
+        "--kind",
+        choices=["model", "update", "control"],
+        action="append",
+        help="only this message kind: model (down), update (up), control (repeatable)",
+    )
+    t.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="output format"
+    )
     t.set_defaults(fn=cmd_traffic)
 
+    ex = sub.add_parser("export", help="a run's metrics and traffic as metrics.csv, traffic.csv")
+    ex.add_argument("run_dir", help="a run directory, or an experiment's folder of runs")
+    ex.add_argument("--format", choices=["csv"], default="csv", help="table format (csv)")
+    ex.add_argument("--out", help="folder for the files (default: the run directory)")
+    ex.add_argument("--force", action="store_true", help="overwrite existing CSV files")
+    ex.set_defaults(fn=cmd_export)
+
     rp = sub.add_parser("report", help="plots/, report.md and report.html for a run directory")
-    rp.add_argument("run_dir")
+    rp.add_argument("run_dir", help="a run directory")
     rp.set_defaults(fn=cmd_report)
 
     cp = sub.add_parser(
         "compare", help="overlaid curves and time/bytes-to-target table for runs or experiments"
     )
-    cp.add_argument("run_dirs", nargs="+")
+    cp.add_argument("run_dirs", nargs="+", help="run directories, or experiment folders of runs")
     cp.add_argument("--out", help="output folder (default <first run's parent>/compare)")
     cp.add_argument(
         "--target", type=float, help="target accuracy (default 0.95 x the lowest best accuracy)"
     )
-    cp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    cp.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="table output format"
+    )
     cp.add_argument("--force", action="store_true", help="replace an earlier comparison in --out")
     cp.set_defaults(fn=cmd_compare)
     return p

@@ -1,7 +1,10 @@
 """Algorithm registry: one class per method, one file each.
 
 Every module in this package is imported and each `Algorithm` subclass it defines with a
-`name` is registered, so adding a method means adding a file.
+`name` is registered, so adding a method means adding a file. A scenario may also name an
+`Algorithm` subclass outside fedsim, by import path (``"mypkg.methods:MyAlgo"``) or by the
+name an installed package registers in the ``fedsim.algorithms`` entry-point group
+(fedsim/plugins.py, docs/extending.md).
 """
 
 from __future__ import annotations
@@ -41,14 +44,27 @@ def _discover() -> None:
 _discover()
 
 
-def algorithm_options(scenario: Any) -> tuple[type[Algorithm], Any]:
-    cfg = scenario.algorithm
-    cls = ALGORITHMS.get(cfg.name)
+def get_algorithm(name: str) -> type[Algorithm]:
+    """The class ``algorithm.name`` stands for: built-in, import path or entry point."""
+    from fedsim import plugins
+
+    cls = plugins.resolve("algorithm", name, ALGORITHMS)
     if cls is None:
         raise ScenarioError(
-            f"unknown algorithm {cfg.name!r} (known: {', '.join(sorted(ALGORITHMS))})",
+            f"unknown algorithm {name!r} (known: {plugins.known_names('algorithm', ALGORITHMS)})",
             field="algorithm.name",
         )
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise ScenarioError(
+            f"{name!r} is not a subclass of fedsim.algorithms.base.Algorithm",
+            field="algorithm.name",
+        )
+    return cls
+
+
+def algorithm_options(scenario: Any) -> tuple[type[Algorithm], Any]:
+    cfg = scenario.algorithm
+    cls = get_algorithm(cfg.name)
     extra = dict(cfg.model_extra or {})
     try:
         opts = cls.Options.model_validate(extra)

@@ -23,6 +23,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     input_shape: tuple[int, ...]
+    groups: np.ndarray | None = None  # client id of each training sample (partition = natural)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -33,6 +34,10 @@ class Dataset:
                 raise ValueError(f"{self.name}: x_{split} {x.shape} does not match labels/shape")
             x.flags.writeable = False
             y.flags.writeable = False
+        if self.groups is not None:
+            if self.groups.shape != self.y_train.shape:
+                raise ValueError(f"{self.name}: groups must hold one client id per training sample")
+            self.groups.flags.writeable = False
 
     @property
     def num_train(self) -> int:

@@ -131,12 +131,41 @@ def size_skew(
     return [np.sort(p) for p in np.split(rng.permutation(len(labels)), cuts)]
 
 
+def natural(
+    labels: np.ndarray,
+    n_clients: int,
+    groups: np.ndarray | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> Partition:
+    """Natural: one client per client id in the data (LEAF-style writers, users, devices).
+
+    ``groups`` holds each sample's client id (a csv client column, an npz client array,
+    image-folder client folders); client i gets the samples of the i-th id in sorted order,
+    so there must be exactly ``n_clients`` ids. ``rng`` is not used: nothing is drawn.
+    """
+    _check_clients(labels, n_clients)
+    if groups is None:
+        raise ValueError(
+            "data.partition: natural needs a client id per sample in the data (a csv client "
+            "column, an npz client array or image-folder client folders)"
+        )
+    ids, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    if len(ids) != n_clients:
+        raise ValueError(
+            f"clients.count: the data has {len(ids)} client ids; partition = natural needs "
+            f"clients.count = {len(ids)} (got {n_clients})"
+        )
+    order = np.argsort(inverse.ravel(), kind="stable")
+    return [np.sort(p) for p in np.split(order, np.cumsum(counts)[:-1])]
+
+
 # name -> partitioner; the first docstring line is its ``fedsim list`` entry.
 PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "iid": iid,
     "dirichlet": dirichlet,
     "shards": shards,
     "size_skew": size_skew,
+    "natural": natural,
 }
 
 _POSITIONAL = ("labels", "n_clients", "rng")

@@ -1,4 +1,9 @@
-"""The dataset registry: a scenario names a dataset, ``load_dataset`` returns it (cached)."""
+"""The dataset registry: a scenario names a dataset, ``load_dataset`` returns it (cached).
+
+Besides the built-ins below, ``data.dataset`` may be an import path (``"mypkg.data:load"``)
+or a name registered in the ``fedsim.datasets`` entry-point group (fedsim/plugins.py); such
+a loader follows the same convention and returns a ``Dataset``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ from typing import Any
 
 from fedsim.data.dataset import Dataset
 from fedsim.data.digits import load_digits
+from fedsim.data.files import load_csv, load_image_folder, load_npz
 from fedsim.data.mnist5k import load_mnist5k
 from fedsim.data.synthetic import load_synthetic
 from fedsim.data.torchvision_sources import load_cifar10, load_fashion_mnist, load_mnist
-from fedsim.errors import DataError
+from fedsim.errors import DataError, ScenarioError
 
 # name -> loader. A loader takes keyword arguments only: ``root``/``download``/``seed`` when
 # it uses them, plus its own options; the first docstring line is its ``fedsim list`` entry.
@@ -23,33 +29,55 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "synthetic": load_synthetic,
+    "npz": load_npz,
+    "csv": load_csv,
+    "image-folder": load_image_folder,
 }
 
-_COMMON = ("root", "download", "seed")
+# given to a loader when its signature names them; ``options`` are the loader's own
+_COMMON = ("root", "download", "seed", "path")
 
 
 def load_dataset(
-    name: str, *, root: str | None = None, download: bool = False, seed: int = 0, **options: Any
+    name: str,
+    *,
+    root: str | None = None,
+    download: bool = False,
+    seed: int = 0,
+    path: str | None = None,
+    **options: Any,
 ) -> Dataset:
     """Load dataset ``name``; repeated calls with the same arguments return the same object.
 
     ``seed`` only matters to datasets generated from it (``synthetic``); the real datasets'
-    train/test splits are fixed. ``options`` are the loader's own keyword arguments.
+    train/test splits are fixed. ``path`` is the file or folder of the file datasets
+    (``data.path``). ``options`` are the loader's own keyword arguments.
     """
-    loader = DATASETS.get(name)
-    if loader is None:
-        raise DataError(
-            f"data.dataset: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
-        )
+    try:
+        loader = get_dataset_loader(name)
+    except ScenarioError as e:
+        raise DataError(str(e)) from None
     params = inspect.signature(loader).parameters
     own = [p for p in params if p not in _COMMON]
+    prefix = "data.synthetic" if name == "synthetic" else "data.options"
     for key in options:
         if key not in own:
             takes = f"its options are {', '.join(own)}" if own else "it takes no options"
-            raise DataError(f"data.{name}.{key}: dataset {name} has no option {key!r}; {takes}")
-    common = {"root": root, "download": download, "seed": seed}
+            raise DataError(f"{prefix}.{key}: dataset {name} has no option {key!r}; {takes}")
+    if path is not None and "path" not in params:
+        raise DataError(f"data.path: dataset {name} reads no files (it takes no path)")
+    common = {"root": root, "download": download, "seed": seed, "path": path}
     kwargs = {k: v for k, v in common.items() if k in params} | options
     return _load_cached(name, _freeze(kwargs))
+
+
+def get_dataset_loader(name: str) -> Callable[..., Dataset]:
+    """The loader ``data.dataset`` stands for: built-in, import path or entry point."""
+    from fedsim.plugins import lookup_callable
+
+    return lookup_callable(
+        "dataset", name, DATASETS, "a dataset loader returning fedsim.data.Dataset"
+    )
 
 
 def clear_dataset_cache() -> None:
@@ -65,9 +93,14 @@ def describe_datasets() -> list[tuple[str, str]]:
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, frozen_kwargs: tuple[tuple[str, Any], ...]) -> Dataset:
     try:
-        return DATASETS[name](**dict(frozen_kwargs))
+        data = get_dataset_loader(name)(**dict(frozen_kwargs))
     except (TypeError, ValueError) as err:
         raise DataError(f"data: bad options for dataset {name}: {err}") from err
+    if not isinstance(data, Dataset):
+        raise DataError(
+            f"data.dataset: {name} returned {type(data).__name__}, not a fedsim.data.Dataset"
+        )
+    return data
 
 
 def _freeze(value: Any) -> Any:

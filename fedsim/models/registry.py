@@ -1,4 +1,9 @@
-"""The model registry: a scenario names a model and its arguments, ``build_model`` builds it."""
+"""The model registry: a scenario names a model and its arguments, ``build_model`` builds it.
+
+Besides the built-ins below, ``model.name`` may be an import path (``"mypkg.nets:build"``)
+or a name registered in the ``fedsim.models`` entry-point group (fedsim/plugins.py); the
+builder has the same signature: ``builder(input_shape, num_classes, **args)``.
+"""
 
 from __future__ import annotations
 
@@ -35,29 +40,47 @@ def build_model(
     Weights come from torch's default initializers, so the model is a function of the
     torch.manual_seed in force. Bad names or arguments raise ScenarioError (model.*).
     """
-    builder = MODELS.get(name)
-    if builder is None:
-        raise ScenarioError(
-            f"unknown model {name!r}; choose one of {', '.join(MODELS)}", field="model.name"
-        )
+    builder = get_model_builder(name)
     own = model_arguments(name)
+    open_ended = any(
+        p.kind == p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()
+    )
     for key in kwargs:
-        if key not in own:
+        if key not in own and not open_ended:
             raise ScenarioError(
                 f"model {name} has no argument {key!r}; its arguments are {', '.join(own)}",
                 field=f"model.args.{key}",
             )
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
-        return builder(tuple(input_shape), int(num_classes), **kwargs)
+        model = builder(tuple(input_shape), int(num_classes), **kwargs)
     except (TypeError, ValueError) as err:
         raise ScenarioError(f"model {name}: {err}", field="model.args") from err
+    if not isinstance(model, nn.Module):
+        raise ScenarioError(
+            f"model {name} returned {type(model).__name__}, not a torch.nn.Module",
+            field="model.name",
+        )
+    return model
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder ``model.name`` stands for: built-in, import path or entry point."""
+    from fedsim.plugins import lookup_callable
+
+    return lookup_callable(
+        "model", name, MODELS, "a model builder(input_shape, num_classes, **args)"
+    )
 
 
 def model_arguments(name: str) -> dict[str, Any]:
     """Model ``name``'s keyword arguments and their defaults."""
-    params = inspect.signature(MODELS[name]).parameters
-    return {p: v.default for p, v in params.items() if p not in _POSITIONAL}
+    params = inspect.signature(get_model_builder(name)).parameters
+    return {
+        p: v.default
+        for p, v in params.items()
+        if p not in _POSITIONAL and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)
+    }
 
 
 def describe_models() -> list[tuple[str, str]]:

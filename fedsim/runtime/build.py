@@ -20,10 +20,12 @@ from fedsim.runtime import seeding
 
 def load_data(scenario: Any):
     d = scenario.data
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = dict(d.options)
     if d.dataset == "synthetic":
-        opts = dict(d.synthetic.model_dump())
-    return load_dataset(d.dataset, root=d.root, download=d.download, seed=scenario.seed, **opts)
+        opts = dict(d.synthetic.model_dump()) | opts
+    return load_dataset(
+        d.dataset, root=d.root, download=d.download, seed=scenario.seed, path=d.path, **opts
+    )
 
 
 def make_partitions(scenario: Any, dataset) -> list[np.ndarray]:
@@ -36,6 +38,8 @@ def make_partitions(scenario: Any, dataset) -> list[np.ndarray]:
         opts = {"shards_per_client": d.shards_per_client}
     elif d.partition == "size_skew":
         opts = {"sigma": d.size_sigma}
+    elif d.partition == "natural":
+        opts = {"groups": dataset.groups}
     try:
         return partition(d.partition, dataset.y_train, scenario.clients.count, rng, **opts)
     except ValueError as e:

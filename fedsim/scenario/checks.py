@@ -16,8 +16,8 @@ def _fail(file: str | None, field: str, msg: str) -> None:
 
 def check_scenario(scenario: Any, *, file: str | None = None) -> None:
     from fedsim.algorithms import algorithm_options
-    from fedsim.data import DATASETS
-    from fedsim.models import MODELS
+    from fedsim.data.registry import get_dataset_loader
+    from fedsim.models.registry import get_model_builder
 
     sc = scenario
     if sc.clients.per_round > sc.clients.count:
@@ -26,18 +26,14 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
             "clients.per_round",
             f"{sc.clients.per_round} exceeds clients.count ({sc.clients.count})",
         )
-    if sc.model.name not in MODELS:
-        _fail(
-            file,
-            "model.name",
-            f"unknown model {sc.model.name!r} (known: {', '.join(sorted(MODELS))})",
-        )
-    if sc.data.dataset not in DATASETS:
-        _fail(
-            file,
-            "data.dataset",
-            f"unknown dataset {sc.data.dataset!r} (known: {', '.join(sorted(DATASETS))})",
-        )
+    for resolve, field, name in (
+        (get_model_builder, "model.name", sc.model.name),
+        (get_dataset_loader, "data.dataset", sc.data.dataset),
+    ):
+        try:
+            resolve(name)  # built-in, entry point or import path (fedsim/plugins.py)
+        except ScenarioError as e:
+            _fail(file, e.field or field, e.message)
     try:
         algorithm_options(sc)
     except ScenarioError as e:

@@ -136,6 +136,10 @@ def read_toml(path: str | Path) -> dict:
 
 
 def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Load a scenario file, or a shipped scenario by its bare name (``"quickstart"``)."""
+    from fedsim.scenario.shipped import resolve_scenario_path
+
+    path = resolve_scenario_path(path)
     doc = read_toml(path)
     try:
         doc = apply_overrides(doc, [parse_override(o) for o in overrides])
@@ -153,6 +157,11 @@ def _resolve_paths(scenario: Scenario, base: Path) -> None:
         candidate = base / trace
         if candidate.exists() or not Path(trace).exists():
             scenario.network.availability.trace = str(candidate)
+    data = scenario.data.path
+    if data and not Path(data).is_absolute():
+        candidate = base / data
+        if candidate.exists() or not Path(data).exists():
+            scenario.data.path = str(candidate)
 
 
 def variant_scenarios(scenario: Scenario, *, file: str | None = None) -> list[tuple[str, Scenario]]:

@@ -58,7 +58,9 @@ def keys(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple[str,
             default = "(required)"
         else:
             default = repr(f.default)
-        rows.append((key, _type_name(ann), default, f.description or ""))
+        # pydantic moves a required field's Annotated metadata (the unit) to f.metadata
+        unit = next((str(m) for m in f.metadata if isinstance(m, UnitName)), None)
+        rows.append((key, unit or _type_name(ann), default, f.description or ""))
     return rows
 
 

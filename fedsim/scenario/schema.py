@@ -66,11 +66,25 @@ class SyntheticCfg(Strict):
 
 
 class DataCfg(Strict):
-    dataset: str = Field("mnist5k", description="see `fedsim list datasets`")
+    dataset: str = Field(
+        "mnist5k",
+        description='see `fedsim list datasets`; "npz", "csv", "image-folder" read data.path; '
+        'or an import path "package.module:load" (docs/extending.md)',
+    )
     root: str | None = Field(None, description="folder holding torchvision dataset files")
     download: bool = Field(False, description="let torchvision download missing files")
-    partition: Literal["iid", "dirichlet", "shards", "size_skew"] = Field(
-        "iid", description="how training data is split across clients"
+    path: str | None = Field(
+        None,
+        description="file or folder that npz, csv and image-folder read (relative to the scenario file)",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='keyword arguments of the dataset loader, e.g. {label = "y", client = "writer"} (csv)',
+    )
+    partition: Literal["iid", "dirichlet", "shards", "size_skew", "natural"] = Field(
+        "iid",
+        description="how training data is split across clients; natural: one client per "
+        "client id in the data (csv client column, npz client array, image-folder client folders)",
     )
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition = dirichlet)")
     min_size: int = Field(10, ge=1, description="minimum samples per client (dirichlet)")

@@ -103,4 +103,4 @@ def test_partition_registry_errors_name_the_setting():
 
 def test_registry_lists_every_partitioner():
     assert [n for n, _ in describe_partitioners()] == list(PARTITIONERS)
-    assert set(PARTITIONERS) == {"iid", "dirichlet", "shards", "size_skew"}
+    assert set(PARTITIONERS) == {"iid", "dirichlet", "shards", "size_skew", "natural"}
