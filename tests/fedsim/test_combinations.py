@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from fedsim.runtime.jsonl import read_jsonl
 
 from fedsim.algorithms import ALGORITHMS
 from fedsim.errors import ScenarioError
+from fedsim.runtime.jsonl import read_jsonl
 from fedsim.scenario.checks import check_scenario
 from fedsim.scenario.load import validate_doc
 
