@@ -162,7 +162,7 @@ class RunResult:
         return _pandas().DataFrame(getattr(self, table))
 
     def _jsonl(self, name: str) -> list[dict[str, Any]]:
-        from fedsim.network.traffic import read_jsonl
+        from fedsim.runtime.jsonl import read_jsonl
 
         p = self.path / name
         return list(read_jsonl(p)) if p.exists() else []
@@ -235,13 +235,12 @@ def run_coordinator(
     resume: bool = False,
     tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
-    """``Coordinator(...).run()``, then the final global model saved as model.safetensors.
+    """``Coordinator(...).run()`` (which saves the final global model as model.safetensors).
 
     The CLI and the API both run scenarios through here. ``tensorboard``: a folder for this
     run's TensorBoard scalars (fedsim/tensorboard_log.py). Returns the summary.
     """
     from fedsim.runtime.coordinator import Coordinator
-    from fedsim.runtime.model_io import save_model
     from fedsim.tensorboard_log import TensorBoardLog, chain
 
     tb = TensorBoardLog(tensorboard) if tensorboard is not None else None
@@ -251,9 +250,6 @@ def run_coordinator(
     finally:
         if tb is not None:
             tb.close()
-    # The coordinator loads the final global state into its model before hashing it;
-    # saving it here (until the coordinator saves it itself) gives the same hash.
-    save_model(Path(out_dir) / MODEL_FILE, coord.model.state_dict())
     return summary
 
 

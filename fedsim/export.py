@@ -58,7 +58,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
-    from fedsim.network.traffic import read_jsonl
+    from fedsim.runtime.jsonl import read_jsonl
 
     return list(read_jsonl(path))
 

@@ -19,6 +19,7 @@ from fedsim.runtime import checkpoint as ckpt
 from fedsim.runtime.client import ClientRunner
 from fedsim.runtime.executors import InprocExecutor, make_executor
 from fedsim.runtime.ledger import Ledger
+from fedsim.runtime.model_io import save_model
 from fedsim.runtime.netbuild import build_network
 from fedsim.runtime.outputs import (
     RunOutputs,
@@ -155,6 +156,7 @@ class Coordinator:
     def _summary(self, out: RunOutputs, wall0: float, status: str, resumed: bool) -> dict[str, Any]:
         sc, st, server = self.scenario, self.state, self.server
         model = server.final_model()
+        save_model(self.out_dir / "model.safetensors", model.state_dict())
         summary = {
             "scenario": sc.name,
             "seed": sc.seed,
