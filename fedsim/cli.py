@@ -293,7 +293,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from fedsim.runtime.workers import run_worker
+    from fedsim.runtime.executors.actor import run_worker
 
     return run_worker(
         args.connect,
@@ -305,7 +305,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from fedsim.runtime.workers import generate_keys
+    from fedsim.network.transport import generate_keys
 
     for p in generate_keys(args.dir):
         print(p)

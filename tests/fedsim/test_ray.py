@@ -52,7 +52,7 @@ DRIVER = textwrap.dedent(
     """
     import json, sys
     from fedsim.runtime import coordinator
-    from fedsim.runtime.ray_executor import RayExecutor
+    from fedsim.runtime.executors.ray import RayExecutor
     from fedsim.scenario import load_scenario
 
     actors = int(sys.argv[3])
