@@ -119,6 +119,12 @@ class FakeTransport:
     def kinds(self):
         return [k for k, _ in self.events]
 
+    def with_workers(self, *keys):
+        for k in keys:
+            self.pool.join(k, k)
+            self.pool.ready(k)
+        return self.pool
+
 
 def pool_test(fn):
     def run():
@@ -130,10 +136,7 @@ def pool_test(fn):
 
 @pool_test
 async def test_lost_worker_task_is_redispatched(tr):
-    pool = tr.pool
-    for k in ("a", "b"):
-        pool.join(k, k)
-        pool.ready(k)
+    pool = tr.with_workers("a", "b")
     t0, t1 = task(0, client=0), task(1, client=1)
     f0, f1 = pool.submit(t0), pool.submit(t1)
     assert not f0.done() and tr.sent == [("a", 0), ("b", 1)]
@@ -151,9 +154,7 @@ async def test_lost_worker_task_is_redispatched(tr):
 
 @pool_test
 async def test_corrupt_twice_stops_the_run(tr):
-    pool = tr.pool
-    pool.join("a", "a")
-    pool.ready("a")
+    pool = tr.with_workers("a")
     t0 = task(0)
     fut = pool.submit(t0)
     pool.answer("a", negate_quantizer_step(answer(t0)))
@@ -168,9 +169,7 @@ async def test_corrupt_twice_stops_the_run(tr):
 
 @pool_test
 async def test_corrupt_once_then_clean_is_accepted(tr):
-    pool = tr.pool
-    pool.join("a", "a")
-    pool.ready("a")
+    pool = tr.with_workers("a")
     t0 = task(0)
     fut = pool.submit(t0)
     pool.answer("a", [b"\x93garbage"])
@@ -180,10 +179,7 @@ async def test_corrupt_once_then_clean_is_accepted(tr):
 
 @pool_test
 async def test_late_result_from_lost_worker_is_ignored(tr):
-    pool = tr.pool
-    for k in ("a", "b"):
-        pool.join(k, k)
-        pool.ready(k)
+    pool = tr.with_workers("a", "b")
     t0 = task(0)
     fut = pool.submit(t0)
     pool.lose("a", "silent")
