@@ -149,7 +149,8 @@ async def serve(
         while True:
             frames = await transport.recv_frames(sock, timeout=heartbeat)
             if frames is None:
-                if time.monotonic() - last_seen > 2 * (timeout or 0) or (
+                silent = time.monotonic() - last_seen
+                if (timeout is not None and silent > 2 * timeout) or (
                     parent != 1 and os.getppid() == 1
                 ):
                     return 3  # the coordinator is gone
