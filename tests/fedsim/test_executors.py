@@ -18,7 +18,7 @@ from test_workers import SHORT, events, fedsim_run, same_run
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime import protocol as P
 from fedsim.runtime.executors.actor import negate_quantizer_step
-from fedsim.runtime.executors.base import WorkerPool, validate_result
+from fedsim.runtime.executors.base import WorkerPool, all_finite, validate_result
 
 Q4 = ("--set", 'codec.uplink="q4"')
 
@@ -56,6 +56,14 @@ def test_huge_finite_scales_that_decode_to_inf_are_rejected():
     frames[at] = np.array([3e38, 3e38], np.float32).tobytes()
     with pytest.raises(WireError, match="non-finite"):
         validate_result(task(), frames)
+
+
+def test_all_finite_is_exact_even_when_the_sum_overflows():
+    assert all_finite(np.array([3e38, 3e38], np.float32))
+    assert all_finite(np.zeros(0, np.float32))
+    assert not all_finite(np.array([3e38, np.inf], np.float32))
+    assert not all_finite(np.array([1.0, np.nan], np.float32))
+    assert not all_finite(np.array([np.inf, -np.inf], np.float32))
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -97,15 +98,26 @@ def validate_result(task: P.Task, frames: Sequence[Any]) -> P.TaskResult:
         raise WireError(f"update meta num_samples must be a non-negative integer, got {n!r}")
     if not isinstance(loss, (int, float)) or isinstance(loss, bool):
         raise WireError(f"update meta train_loss must be a number, got {loss!r}")
-    for name, arr in decode_tensors(msg.tensors).items():
+    # one tensor at a time (unpack_message has refused duplicate names): each is checked
+    # while still in cache and dropped, so a large update is never held decoded twice
+    for rec in msg.tensors:
         # a negative or non-finite quantizer step can decode to garbage: refuse it here too
-        if not np.isfinite(arr).all():
-            raise WireError(f"update tensor {name!r} decodes to non-finite values")
+        if not all_finite(decode_tensors([rec])[rec.name]):
+            raise WireError(f"update tensor {rec.name!r} decodes to non-finite values")
     P.check_state(res.state)
     # the frames' memoryviews keep their buffers alive: no copy needed
     return P.TaskResult(
         res.task_id, res.round, res.client_id, list(res.update), list(res.state), res.meta
     )
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """A NaN or infinity makes the sum non-finite, so a finite sum settles it at the cost
+    of one pass without a temporary; only a non-finite sum (or an overflow) needs a look."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if math.isfinite(arr.sum()):
+            return True
+    return bool(np.isfinite(arr).all())
 
 
 # ---- the worker pool ------------------------------------------------------------------------
