@@ -84,7 +84,7 @@ class RouterExecutor(PoolExecutor):
     def _shutdown_workers(self) -> None:
         if self.router is None:
             return
-        for ident in list(self.pool.workers):
+        for ident in [*self.pool.workers, *self.pool.lost]:  # a lost one may still listen
             transport.send_nowait(self.router, [ident, P.pack_envelope(P.SHUTDOWN)], _ignore)
 
 
