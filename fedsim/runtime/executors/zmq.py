@@ -51,11 +51,16 @@ class RouterExecutor(PoolExecutor):
         return self.router
 
     def _send(self, worker: Worker, task: P.Task) -> str | None:
-        def failed(exc: BaseException) -> None:
-            self.pool.lose(worker.key, f"send failed: {exc}")
-
-        transport.send_nowait(self.router, [worker.key, *P.task_frames(task)], failed)
+        self._send_to(worker.key, *P.task_frames(task))
         return None
+
+    def _send_to(self, ident: bytes, *frames: Any) -> None:
+        """A peer we cannot reach (gone since, or its queue full) is lost."""
+
+        def failed(exc: BaseException) -> None:
+            self.pool.lose(ident, f"send failed: {exc}")
+
+        transport.send_nowait(self.router, [ident, *frames], failed)
 
     async def _pump(self) -> None:
         while True:
@@ -71,9 +76,7 @@ class RouterExecutor(PoolExecutor):
                 except WireError:
                     continue  # not a worker of ours
                 self.pool.join(ident, ident.hex(), pid=pid, host=host)
-                await self.router.send_multipart(
-                    [ident, P.pack_envelope(P.SETUP, scenario=self.scenario_toml)]
-                )
+                self._send_to(ident, P.pack_envelope(P.SETUP, scenario=self.scenario_toml))
             elif kind == P.READY:
                 self.pool.ready(ident)
             elif kind == P.HEARTBEAT:
