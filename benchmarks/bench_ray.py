@@ -66,7 +66,7 @@ from fedsim.scenario import load_scenario
 mode, scen, out, overrides = sys.argv[1:5]
 sc = load_scenario(scen, json.loads(overrides))
 if mode == "ray":
-    from fedsim.runtime.ray_executor import RayExecutor
+    from fedsim.runtime.executors.ray import RayExecutor
 
     def make(s, runner_factory, *, scenario_toml, on_event):
         return RayExecutor(s, scenario_toml, on_event=on_event)

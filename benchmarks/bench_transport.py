@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_codecs import resnet18_shapes  # noqa: E402
 from fedsim.codecs.pipeline import encode_tensors, parse_codec  # noqa: E402
 from fedsim.codecs.wire import pack_message, payload_bytes, unpack_message  # noqa: E402
+from fedsim.network.transport import configure_socket  # noqa: E402
 
 from fedsim.runtime import protocol as P  # noqa: E402
 
@@ -51,7 +52,8 @@ def update_frames(scale: float = 1.0) -> list:
             shape = (max(1, int(shape[0] * scale)), *shape[1:])
         tensors[name] = rng.standard_normal(shape, dtype=np.float32)
     records, _ = encode_tensors(tensors, parse_codec("fp32"), rng, None)
-    return pack_message("update", {"round": 1, "client": 0}, records)
+    meta = {"round": 1, "client": 0, "num_samples": 1, "train_loss": 0.0}
+    return pack_message("update", meta, records)
 
 
 # ---- the worker processes ----------------------------------------------------------------
@@ -61,10 +63,7 @@ def echo_fedsim(endpoint: str) -> int:
     """A worker that speaks fedsim's protocol and returns each task's payload as its update."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
-    # fedsim.runtime.executors.configure_socket, without importing torch through executors
-    for opt, value in ((zmq.LINGER, 1000), (zmq.SNDHWM, 16), (zmq.RCVHWM, 16)):
-        sock.setsockopt(opt, value)
-    sock.setsockopt(zmq.MAXMSGSIZE, 1 << 31)
+    configure_socket(sock)
     sock.setsockopt(zmq.IDENTITY, uuid.uuid4().bytes)
     sock.connect(endpoint)
     sock.send_multipart([P.pack_envelope(P.HELLO, pid=0, host="bench")])
@@ -112,7 +111,7 @@ def _spawn(kind: str, endpoint: str) -> subprocess.Popen:
 
 
 async def _measure(frames: list, repeats: int) -> dict:
-    from fedsim.runtime.workers import ZmqWorkerExecutor
+    from fedsim.runtime.executors.zmq import ZmqWorkerExecutor
     from fedsim.scenario import validate_doc
 
     sc = validate_doc(

@@ -329,7 +329,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from fedsim.runtime.workers import run_worker
+    from fedsim.runtime.executors.actor import run_worker
     from fedsim.scenario.endpoint import endpoint_problem
 
     problem = endpoint_problem(args.connect, bind=False)
@@ -354,7 +354,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from fedsim.runtime.workers import generate_keys
+    from fedsim.network.transport import generate_keys
 
     for p in generate_keys(args.dir):
         print(p)

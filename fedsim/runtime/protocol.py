@@ -35,6 +35,26 @@ def pack_envelope(kind: str, **fields: Any) -> bytes:
     return msgpack.packb({"v": PROTOCOL_VERSION, "type": kind, **fields}, use_bin_type=True)
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    raise WireError(f"msgpack extension type {code} in an envelope")
+
+
+def _check_plain(obj: Any, depth: int = 0) -> None:
+    """Envelopes hold nil, bool, int, float, str, bin, arrays and maps only: msgpack decodes
+    its timestamp extension without calling ext_hook, so look at what came out."""
+    if depth > 32:
+        raise WireError("envelope nested too deeply")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_plain(k, depth + 1)
+            _check_plain(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_plain(v, depth + 1)
+    elif obj is not None and not isinstance(obj, (bool, int, float, str, bytes)):
+        raise WireError(f"envelope holds a {type(obj).__name__}")
+
+
 def unpack_envelope(frame: bytes | memoryview) -> dict[str, Any]:
     if len(frame) > MAX_ENVELOPE:
         raise WireError("envelope too large")
@@ -43,6 +63,7 @@ def unpack_envelope(frame: bytes | memoryview) -> dict[str, Any]:
             bytes(frame),
             raw=False,
             strict_map_key=True,
+            ext_hook=_no_ext,
             max_bin_len=MAX_ENVELOPE,
             max_str_len=MAX_ENVELOPE,
             max_array_len=4096,
@@ -52,6 +73,7 @@ def unpack_envelope(frame: bytes | memoryview) -> dict[str, Any]:
         raise WireError(f"malformed envelope: {e}") from None
     if not isinstance(env, dict) or not isinstance(env.get("type"), str):
         raise WireError("envelope is not a map with a 'type'")
+    _check_plain(env)
     if env.get("v") != PROTOCOL_VERSION:
         raise WireError(
             f"protocol version {env.get('v')!r} not supported (want {PROTOCOL_VERSION})"
@@ -114,6 +136,15 @@ def _split(frames: Sequence[Any], env: dict, first: str, second: str) -> tuple[l
     return list(frames[1 : 1 + n1]), list(frames[1 + n1 :])
 
 
+def parse_hello(env: dict) -> tuple[int, str]:
+    """(pid, host) of a `hello`: pid a non-negative integer, host a string."""
+    pid = _int(env, "pid")
+    host = env.get("host", "")
+    if pid < 0 or not isinstance(host, str):
+        raise WireError("hello needs pid (a non-negative integer) and host (a string)")
+    return pid, host
+
+
 def parse_task(frames: Sequence[Any], env: dict) -> Task:
     payload, state = _split(frames, env, "n_payload", "n_state")
     return Task(
@@ -122,7 +153,7 @@ def parse_task(frames: Sequence[Any], env: dict) -> Task:
         _int(env, "client"),
         payload,
         state,
-        env.get("meta") or {},
+        _map(env, "meta"),
     )
 
 
@@ -134,7 +165,7 @@ def parse_result(frames: Sequence[Any], env: dict) -> TaskResult:
         _int(env, "client"),
         update,
         state,
-        env.get("meta") or {},
+        _map(env, "meta"),
     )
 
 
@@ -142,6 +173,15 @@ def _int(env: dict, key: str) -> int:
     v = env.get(key)
     if not isinstance(v, int) or isinstance(v, bool):
         raise WireError(f"envelope field {key!r} must be an integer")
+    return v
+
+
+def _map(env: dict, key: str) -> dict:
+    v = env.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise WireError(f"envelope field {key!r} must be a map")
     return v
 
 

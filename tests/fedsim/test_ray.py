@@ -52,7 +52,7 @@ DRIVER = textwrap.dedent(
     """
     import json, sys
     from fedsim.runtime import coordinator
-    from fedsim.runtime.ray_executor import RayExecutor
+    from fedsim.runtime.executors.ray import RayExecutor
     from fedsim.scenario import load_scenario
 
     actors = int(sys.argv[3])
@@ -74,9 +74,11 @@ exec(HELPERS, _ns)
 ray_pids = _ns["ray_pids"]
 
 
-def ray_run(tmp: Path, name: str, *, actors: int = 2, env=None, timeout=420) -> Path:
+def ray_run(
+    tmp: Path, name: str, *, actors: int = 2, env=None, timeout=420, text: str = SHORT
+) -> Path:
     scen = tmp / "short.toml"
-    scen.write_text(SHORT)
+    scen.write_text(text)
     out = tmp / name
     before = ray_pids()
     proc = subprocess.run(
@@ -145,3 +147,15 @@ def test_corrupt_answer_is_validated_and_rerun(reference, tmp_path):
     assert any(e["event"] == "corrupt_message" for e in ev)
     assert any(e["event"] == "redispatch" and e["reason"] == "corrupt_message" for e in ev)
     assert not any(e["event"] == "worker_lost" for e in ev)
+
+
+def test_negative_quantizer_step_is_rerun(tmp_path):
+    # actor 0 flips the sign of one q4 step in its 1st answer: it parses but does not
+    # decode; the same validation as in process rejects it and the task is re-run
+    q4 = SHORT.replace("[runtime]", '[codec]\nuplink = "q4"\n[runtime]')
+    ref = fedsim_run(tmp_path, "ref", text=q4)
+    out = ray_run(tmp_path, "negstep", actors=1, env={"FEDSIM_FAULT": "negstep:0:1"}, text=q4)
+    same_run(ref, out)
+    ev = events(out)
+    assert [e["event"] for e in ev].count("corrupt_message") == 1
+    assert any(e["event"] == "redispatch" and e["reason"] == "corrupt_message" for e in ev)
