@@ -28,7 +28,7 @@ def run_case(doc: dict, out: Path, mode: str) -> None:
     if mode == "ipc":
         rt.update(transport="ipc", workers=2)
     elif mode == "ray":
-        rt.update(executor="ray", ray_actors=2)
+        rt.update(executor="ray", workers=2)
     sc = validate_doc(doc)
     if mode != "resume":
         coord.Coordinator(sc, out).run()

