@@ -149,6 +149,21 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
                 f"up={_fmt_bytes(summary['bytes_up_total'])} down={_fmt_bytes(summary['bytes_down_total'])} "
                 f"-> {target}"
             )
+        if summary.get("empty_rounds"):
+            print(
+                f"warning: {name or sc.name}: {summary['empty_rounds']} of "
+                f"{summary.get('rounds_completed', summary['rounds'])} aggregations had no accepted "
+                "update (deadline, dropouts or no client online)",
+                file=sys.stderr,
+            )
+    diverged = [n or s.name for n, s in runs if summaries[n].get("status") == "diverged"]
+    if diverged:
+        first = summaries[next(n for n, s in runs if (n or s.name) == diverged[0])]
+        print(
+            f"error: {diverged[0]}: diverged at round {first.get('rounds_completed')} "
+            "(non-finite training loss or weights); summary.json has status = \"diverged\"",
+            file=sys.stderr,
+        )
     if len(runs) > 1:
         from fedsim.report.compare import build_comparison, render_compare_table, write_comparison
 
@@ -157,7 +172,7 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
         if not args.quiet:
             print(render_compare_table(comp.rows, "table"), end="")
         print(f"comparison: {md} (+ comparison.json)")
-    return 0
+    return 3 if diverged else 0
 
 
 @contextlib.contextmanager

@@ -72,6 +72,8 @@ class Coordinator:
         server.net.write_devices(self.out_dir / "devices.json")
         write_text_atomic(self.out_dir / "scenario.toml", self.resolved)
         if restored is not None:
+            for name, why in self._skipped:  # newest first: damaged ones passed over
+                out.event("checkpoint_skipped", checkpoint=name, reason=why)
             out.event("resume", round=st.round, checkpoint=restored.name)
         # the client role: its own algorithm instance, also in process
         executor = make_executor(
@@ -113,10 +115,15 @@ class Coordinator:
     # ---- checkpoints ---------------------------------------------------------------------
     def _restore(self) -> Path | None:
         """Load the newest checkpoint of out_dir, if any; cut the logs back to it."""
-        path = ckpt.latest(self.out_dir / "checkpoints")
-        if path is None:
+        self._skipped: list[tuple[str, str]] = []
+        found = ckpt.latest_valid(
+            self.out_dir / "checkpoints",
+            self.scen_hash,
+            on_skip=lambda p, why: self._skipped.append((p.name, why)),
+        )
+        if found is None:
             return None
-        state, global_state, clients, arrays = ckpt.load(path, self.scen_hash)
+        path, (state, global_state, clients, arrays) = found
         self.state = state
         self.server.restore(global_state, state.algo_meta, clients, arrays)
         self._sched_arrays = {k: v for k, v in arrays.items() if k.startswith("sched/")}

@@ -79,6 +79,7 @@ class Server:
         # downlink error feedback: the model each client last received (server-side copy)
         self.down_store = ClientStateStore(None, disk=disk)
         self.down_feedback = downlink_feedback(sc.codec.downlink)
+        self.nonfinite_loss = False
 
     def close(self) -> None:
         self.store.close()
@@ -191,6 +192,7 @@ class Server:
 
     def aggregate(self, rnd: int, accepted: list[ClientResult]) -> dict[str, Any]:
         """The method's own server rule, then its round metrics."""
+        self.nonfinite_loss = any(not math.isfinite(r.train_loss) for r in accepted)
         self.global_state = self.algo.aggregate(rnd, self.global_state, accepted)
         return self.algo.after_aggregate(rnd, self.global_state, accepted)
 
@@ -205,6 +207,9 @@ class Server:
         return self.model
 
     def diverged(self) -> bool:
+        """Non-finite global weights, or a non-finite training loss in the last aggregation."""
+        if self.nonfinite_loss:
+            return True
         return not all(np.isfinite(v).all() for v in self.global_state.values())
 
     # ---- checkpoint ----------------------------------------------------------------------

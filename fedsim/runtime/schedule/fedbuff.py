@@ -134,6 +134,8 @@ class FedBuff:
             await self._event(tl)
             if len(self.buffer) >= sc.server.buffer_size:
                 await self._aggregate()
+                if self.server.diverged():  # a result, not a crash: the run stops here
+                    break
                 await on_aggregated()
             if st.round < sc.rounds:
                 self.dispatch(st.sim_time)
