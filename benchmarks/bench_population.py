@@ -93,7 +93,9 @@ def _one_run(coord_mod, scenario, store: str) -> tuple[dict, float, object]:
 
     # the scenario key runtime.state_store selects this too; replaced here so the store can
     # be read after the run
-    coord_mod.ClientStateStore = make_store
+    import fedsim.runtime.server as server_mod
+
+    server_mod.ClientStateStore = make_store  # the engine's Server owns the stores
     with tempfile.TemporaryDirectory(prefix="fedsim-pop-") as out:
         t0 = time.perf_counter()
         summary = coord_mod.Coordinator(scenario, Path(out) / "run").run()

@@ -18,6 +18,7 @@ _spec.loader.exec_module(suite)
 FIGURES = [
     "overhead_inproc",
     "workers2_efficiency",
+    "async_workers2_efficiency",
     "encode_q4_vs_memcpy",
     "decode_q4_vs_memcpy",
     "encode_q4_stochastic_vs_memcpy",
