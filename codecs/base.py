@@ -55,6 +55,23 @@ class Codec(abc.ABC):
         flat = self.decode_parts(tuple(rec.buffers), rec.params, shape)
         return flat.reshape(shape)
 
+    def check(self, rec: TensorRecord) -> None:
+        """Raise WireError exactly when `decode(rec)` would, without keeping its output
+        (receivers that validate before they accept, then decode lazily later)."""
+        if rec.codec != self.wire_spec:
+            raise WireError(
+                f"{rec.name}: record codec {short_repr(rec.codec)} is not {self.wire_spec!r}"
+            )
+        shape = check_shape(rec.shape)
+        if not isinstance(rec.params, dict) or not isinstance(rec.buffers, tuple | list):
+            raise WireError(f"{rec.name}: malformed record")
+        self.check_parts(tuple(rec.buffers), rec.params, shape)
+
+    def check_parts(self, buffers: tuple, params: dict, shape: tuple[int, ...]) -> None:
+        """Validate a record's parts; by default by decoding them (codecs whose values are
+        plain floats override it to skip the conversion)."""
+        self.decode_parts(buffers, params, shape)
+
     @abc.abstractmethod
     def encoded_nbytes(self, shape: tuple[int, ...]) -> int:
         """Exact payload bytes (sum of buffer lengths) for a tensor of this shape."""

@@ -42,6 +42,11 @@ class Float32Codec(Codec):
         expect_buffers(buffers, 1, self.spec)
         return expect_array(buffers[0], np.float32, numel(shape), self.spec).astype(np.float32)
 
+    def check_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
+        expect_buffers(buffers, 1, self.spec)
+        expect_array(buffers[0], np.float32, numel(shape), self.spec)  # any float32 is valid
+
     def encoded_nbytes(self, shape):
         return 4 * numel(shape)
 
@@ -57,6 +62,11 @@ class Float16Codec(Codec):
         expect_buffers(buffers, 1, self.spec)
         return expect_array(buffers[0], np.float16, numel(shape), self.spec).astype(np.float32)
 
+    def check_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
+        expect_buffers(buffers, 1, self.spec)
+        expect_array(buffers[0], np.float16, numel(shape), self.spec)  # any float16 is valid
+
     def encoded_nbytes(self, shape):
         return 2 * numel(shape)
 
@@ -71,6 +81,11 @@ class BFloat16Codec(Codec):
         expect_no_params(params, self.spec)
         expect_buffers(buffers, 1, self.spec)
         return from_bfloat16(expect_array(buffers[0], np.uint16, numel(shape), self.spec))
+
+    def check_parts(self, buffers, params, shape):
+        expect_no_params(params, self.spec)
+        expect_buffers(buffers, 1, self.spec)
+        expect_array(buffers[0], np.uint16, numel(shape), self.spec)  # any bit pattern is valid
 
     def encoded_nbytes(self, shape):
         return 2 * numel(shape)

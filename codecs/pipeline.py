@@ -199,6 +199,16 @@ def encode_tensors(
     return records, new_state
 
 
+def check_tensors(records) -> None:
+    """WireError exactly when `decode_tensors(records)` would fail, keeping no output."""
+    seen: set[str] = set()
+    for rec in records:
+        if rec.name in seen:
+            raise WireError(f"duplicate tensor {rec.name!r}")
+        seen.add(rec.name)
+        codec_for_record(rec).check(rec)
+
+
 def decode_tensors(records) -> dict[str, np.ndarray]:
     """Decode records (from unpack_message) into {name: float32 array}; WireError if invalid."""
     out: dict[str, np.ndarray] = {}

@@ -161,7 +161,7 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
         first = summaries[next(n for n, s in runs if (n or s.name) == diverged[0])]
         print(
             f"error: {diverged[0]}: diverged at round {first.get('rounds_completed')} "
-            "(non-finite training loss or weights); summary.json has status = \"diverged\"",
+            '(non-finite training loss or weights); summary.json has status = "diverged"',
             file=sys.stderr,
         )
     if len(runs) > 1:

@@ -182,3 +182,23 @@ def test_sparse_decode_validates_params():
     ):
         with pytest.raises(WireError):
             codec.decode(TensorRecord("w", rec.codec, rec.shape, params, rec.buffers))
+
+
+def test_check_tensors_refuses_exactly_what_decoding_refuses():
+    import numpy as np
+    import pytest
+    from fedsim.codecs.pipeline import check_tensors, decode_tensors, encode_tensors, parse_codec
+    from fedsim.codecs.wire import TensorRecord, WireError
+
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(4, 5)).astype(np.float32)}
+    for spec in ("fp32", "fp16", "bf16", "q4", "qsgd:s=4", "sign", "topk:0.2", "topk:0.2+q8"):
+        (rec,), _ = encode_tensors(x, parse_codec(spec), rng)
+        check_tensors([rec])
+        short = TensorRecord(rec.name, rec.codec, (8, 8), rec.params, rec.buffers)
+        with pytest.raises(WireError):
+            decode_tensors([short])
+        with pytest.raises(WireError):
+            check_tensors([short])
+    with pytest.raises(WireError):
+        check_tensors([rec, rec])

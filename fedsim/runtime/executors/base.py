@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fedsim.codecs.pipeline import decode_tensors
+from fedsim.codecs.pipeline import check_tensors
 from fedsim.codecs.wire import WireError, unpack_message
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime import protocol as P
@@ -98,10 +98,9 @@ def validate_result(task: P.Task, frames: Sequence[Any]) -> P.TaskResult:
         raise WireError(f"update meta num_samples must be a non-negative integer, got {n!r}")
     if not isinstance(loss, (int, float)) or isinstance(loss, bool):
         raise WireError(f"update meta train_loss must be a number, got {loss!r}")
-    # one tensor at a time (unpack_message has refused duplicate names): each is checked
-    # while still in cache and dropped, so a large update is never held decoded twice
-    for rec in msg.tensors:
-        decode_tensors([rec])
+    # every tensor validated as decoding would (float codecs without converting their values),
+    # nothing kept: aggregation decodes accepted updates lazily, tensor by tensor
+    check_tensors(msg.tensors)
     P.check_state(res.state)
     # the frames' memoryviews keep their buffers alive: no copy needed
     return P.TaskResult(
