@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -185,14 +186,22 @@ def codec_for_record(rec: TensorRecord) -> Codec:
 
 def encode_tensors(
     tensors: dict[str, np.ndarray],
-    codec: Codec,
+    codec: Codec | Callable[[str, np.ndarray], Codec],
     rng: np.random.Generator,
     state: dict[str, dict] | None = None,
 ) -> tuple[list[TensorRecord], dict[str, dict]]:
-    """Encode every tensor in sorted name order; returns records and the new per-name state."""
+    """Encode every tensor in sorted name order; returns records and the new per-name state.
+
+    `codec` is one codec for every tensor, or a function (name, tensor) -> codec for methods
+    that choose per tensor (FedDQ's bits, OQFL's integer grid)."""
     records, new_state = [], {}
     for name in sorted(tensors):
-        rec, st = codec.encode(name, tensors[name], rng, (state or {}).get(name))
+        c = (
+            codec(name, tensors[name])
+            if callable(codec) and not isinstance(codec, Codec)
+            else codec
+        )
+        rec, st = c.encode(name, tensors[name], rng, (state or {}).get(name))
         records.append(rec)
         if st is not None:
             new_state[name] = st

@@ -96,6 +96,26 @@ class ClientUpdate:
 
 
 @dataclass(frozen=True)
+class Uplink:
+    """How a client encodes its update: the round's uplink spec, the RNG seeded by (seed,
+    UPLINK, round, client), and the client's codec state (error-feedback residuals by
+    tensor name, from the runtime's client store)."""
+
+    spec: str
+    rng: np.random.Generator
+    state: dict
+
+
+@dataclass
+class Encoded:
+    """An encoded update: wire records, the new codec state, metrics (e.g. paper bits)."""
+
+    records: list
+    state: dict
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ClientResult:
     """One accepted client's decoded update as the server sees it."""
 
@@ -267,19 +287,13 @@ class Algorithm:
         records, _ = encode_tensors(plan.payload, parse_codec(plan.downlink), rng, None)
         return records
 
-    def encode_update(
-        self,
-        ctx: ClientContext,
-        update: ClientUpdate,
-        spec: str,
-        rng: np.random.Generator,
-        codec_state: dict,
-    ) -> tuple[list, dict, dict[str, float]]:
-        """Encode the update for the uplink: (records, new codec state, metrics such as the
-        paper-accounting bits). Methods that pick bits per layer override this."""
-        codec = parse_codec(spec)
-        records, new_state = encode_tensors(update.tensors, codec, rng, codec_state or None)
-        return records, new_state or {}, {}
+    def encode_update(self, ctx: ClientContext, update: ClientUpdate, up: Uplink) -> Encoded:
+        """Encode the update for the uplink. Methods that pick codecs per tensor override
+        this (and still encode through `encode_tensors`)."""
+        records, new_state = encode_tensors(
+            update.tensors, parse_codec(up.spec), up.rng, up.state or None
+        )
+        return Encoded(records, new_state or {})
 
     def forward(self, ctx: ClientContext, xb: torch.Tensor) -> torch.Tensor:
         return ctx.model(xb)

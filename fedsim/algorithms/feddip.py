@@ -48,9 +48,11 @@ from fedsim.algorithms.base import (
     ClientContext,
     ClientResult,
     ClientUpdate,
+    Encoded,
     Options,
     RoundPlan,
     State,
+    Uplink,
     state_from_model,
     weighted_mean,
 )
@@ -390,15 +392,8 @@ class FedDIP(Algorithm):
             for k, p in ctx.cache["masked"].items():
                 p.copy_(ctx.cache["dense"][k])
 
-    def encode_update(
-        self,
-        ctx: ClientContext,
-        update: ClientUpdate,
-        spec: str,
-        rng: np.random.Generator,
-        codec_state: dict,
-    ) -> tuple[list, dict, dict[str, float]]:
-        local = update.tensors
+    def encode_update(self, ctx: ClientContext, update: ClientUpdate, up: Uplink) -> Encoded:
+        local, rng, codec_state = update.tensors, up.rng, up.state
         if self.options.mode == "faithful":
             masks = {k: m.numpy() for k, m in ctx.cache["masks"].items()}
             records, new_state, st = sparse_records(local, masks, self.options.mask, rng)
@@ -442,4 +437,4 @@ class FedDIP(Algorithm):
             metrics["residual_l1"] = float(
                 sum(np.abs(s_["residual"]).sum() for s_ in new_state.values())
             )
-        return records, new_state, metrics
+        return Encoded(records, new_state, metrics)

@@ -41,9 +41,11 @@ from fedsim.algorithms.base import (
     ClientContext,
     ClientResult,
     ClientUpdate,
+    Encoded,
     Options,
     RoundPlan,
     State,
+    Uplink,
     communicated_names,
     load_state,
 )
@@ -263,14 +265,7 @@ class ODEFL(FedAvg):
         update.metrics["iterations"] = float(c)
         return update
 
-    def encode_update(
-        self,
-        ctx: ClientContext,
-        update: ClientUpdate,
-        spec: str,
-        rng: np.random.Generator,
-        codec_state: dict,
-    ) -> tuple[list, dict, dict[str, float]]:
+    def encode_update(self, ctx: ClientContext, update: ClientUpdate, up: Uplink) -> Encoded:
         aliases = alias_map(ctx.model)
         tensors = {k: v for k, v in update.tensors.items() if k not in aliases}
         c = int(ctx.config.get("iterations", getattr(ctx.model, "iterations", 1)))
@@ -278,15 +273,11 @@ class ODEFL(FedAvg):
             counts = unrolled_counts(ctx.model)
         distinct = sum(int(v.size) for v in tensors.values()) * BYTES_PER_FLOAT
         unrolled = sum(int(v.size) * counts.get(k, 1) for k, v in tensors.items())
-        records, state, metrics = super().encode_update(
-            ctx, dataclasses.replace(update, tensors=tensors), spec, rng, codec_state
+        enc = super().encode_update(ctx, dataclasses.replace(update, tensors=tensors), up)
+        enc.metrics.update(
+            ode_distinct_bytes=float(distinct), ode_unrolled_bytes=float(unrolled * BYTES_PER_FLOAT)
         )
-        metrics = {
-            **metrics,
-            "ode_distinct_bytes": float(distinct),
-            "ode_unrolled_bytes": float(unrolled * BYTES_PER_FLOAT),
-        }
-        return records, state, metrics
+        return enc
 
 
 class _Iterations:

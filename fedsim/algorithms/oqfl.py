@@ -35,15 +35,18 @@ from fedsim.algorithms.base import (
     ClientContext,
     ClientResult,
     ClientUpdate,
+    Encoded,
     Options,
     RoundPlan,
     State,
+    Uplink,
     state_from_model,
     weighted_mean,
 )
 from fedsim.algorithms.fedavg import FedAvg
 from fedsim.codecs.bitpack import code_dtype, pack_codes
 from fedsim.codecs.floats import Float32Codec
+from fedsim.codecs.pipeline import encode_tensors
 from fedsim.codecs.wire import TensorRecord
 from fedsim.models.quant import lsq_bits, lsq_convert, signed_range
 
@@ -162,28 +165,36 @@ class OQFL(FedAvg):
                     update.tensors[k] = positive_step(v)
         return update
 
-    def encode_update(
-        self,
-        ctx: ClientContext,
-        update: ClientUpdate,
-        spec: str,
-        rng: np.random.Generator,
-        codec_state: dict,
-    ) -> tuple[list, dict, dict[str, float]]:
+    def encode_update(self, ctx: ClientContext, update: ClientUpdate, up: Uplink) -> Encoded:
         if self.options.wire == "latent":
-            return super().encode_update(ctx, update, spec, rng, codec_state)
+            return super().encode_update(ctx, update, up)
         bits = lsq_bits(ctx.model)
-        fp32 = Float32Codec()
-        records = []
-        paper = 0.0
-        for name in sorted(update.tensors):
-            x = update.tensors[name]
+        t = update.tensors
+
+        def codec_for(name: str, x: np.ndarray) -> Any:
             layer = name[: -len(".weight")] if name.endswith(".weight") else None
-            if layer in bits:
-                step = float(update.tensors[f"{layer}.w_step"][0])
-                records.append(int_record(name, x, step, bits[layer]))
-                paper += bits[layer] * x.size  # its step travels as the w_step tensor
-            else:
-                records.append(fp32.encode(name, x, rng)[0])
-                paper += 32.0 * x.size
-        return records, {}, {"paper_bits": paper}
+            if layer in bits:  # the integer codes of the learned grid (its step: w_step)
+                return _Grid(float(t[f"{layer}.w_step"][0]), bits[layer])
+            return Float32Codec()
+
+        records, _ = encode_tensors(t, codec_for, up.rng, None)
+        paper = sum(
+            (
+                bits[k[: -len(".weight")]]
+                if k.endswith(".weight") and k[: -len(".weight")] in bits
+                else 32.0
+            )
+            * x.size
+            for k, x in t.items()
+        )
+        return Encoded(records, {}, {"paper_bits": paper})
+
+
+class _Grid:
+    """Encodes one tensor as its codes on a learned b-bit grid (`int_record`)."""
+
+    def __init__(self, step: float, bits: int):
+        self.step, self.bits = step, bits
+
+    def encode(self, name: str, x: np.ndarray, rng: Any, state: Any) -> tuple[TensorRecord, None]:
+        return int_record(name, x, self.step, self.bits), None

@@ -18,11 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.algorithms.base import ClientContext, ClientResult, ClientUpdate, State
+from fedsim.algorithms.base import (
+    ClientContext,
+    ClientResult,
+    ClientUpdate,
+    Encoded,
+    State,
+    Uplink,
+)
 from fedsim.algorithms.fedavg import FedAvg
 from fedsim.codecs.base import Codec
 from fedsim.codecs.error_feedback import ErrorFeedback
-from fedsim.codecs.pipeline import parse_codec
+from fedsim.codecs.pipeline import encode_tensors, parse_codec
 from fedsim.codecs.qsgd import QSGDCodec
 from fedsim.codecs.quantize import QuantizeCodec, SignCodec
 
@@ -68,27 +75,19 @@ class FedPAQ(FedAvg):
         """The codec spec for one tensor of the update (FedDQ picks bits per tensor here)."""
         return spec
 
-    def encode_update(
-        self,
-        ctx: ClientContext,
-        update: ClientUpdate,
-        spec: str,
-        rng: np.random.Generator,
-        codec_state: dict,
-    ) -> tuple[list, dict, dict[str, float]]:
-        records, new_state = [], {}
-        bits = values = 0.0
-        for name in sorted(update.tensors):
-            x = update.tensors[name]
-            codec = parse_codec(self.tensor_spec(ctx, name, x, spec))
-            rec, st = codec.encode(name, x, rng, (codec_state or {}).get(name))
-            records.append(rec)
-            if st is not None:
-                new_state[name] = st
-            bits += paper_bits(codec, x.shape)
-            values += x.size * bits_per_value(codec)
-        n = sum(x.size for x in update.tensors.values())
-        return records, new_state, {"paper_bits": bits, "bits_mean": values / max(n, 1)}
+    def encode_update(self, ctx: ClientContext, update: ClientUpdate, up: Uplink) -> Encoded:
+        chosen: dict[str, Codec] = {}
+
+        def codec_for(name: str, x: np.ndarray) -> Codec:
+            chosen[name] = parse_codec(self.tensor_spec(ctx, name, x, up.spec))
+            return chosen[name]
+
+        records, new_state = encode_tensors(update.tensors, codec_for, up.rng, up.state or None)
+        t = update.tensors
+        bits = sum(paper_bits(c, t[k].shape) for k, c in chosen.items())
+        values = sum(t[k].size * bits_per_value(c) for k, c in chosen.items())
+        n = sum(x.size for x in t.values())
+        return Encoded(records, new_state, {"paper_bits": bits, "bits_mean": values / max(n, 1)})
 
     def after_aggregate(
         self, rnd: int, global_state: State, results: list[ClientResult]

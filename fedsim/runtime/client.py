@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.algorithms.base import ClientContext, State, load_state
+from fedsim.algorithms.base import ClientContext, State, Uplink, load_state
 from fedsim.codecs.pipeline import decode_tensors
 from fedsim.codecs.wire import pack_message, unpack_message
 from fedsim.experiment import Experiment
@@ -117,10 +117,9 @@ class ClientRunner:
         update = self.algorithm.local_train(ctx)
         t2 = time.perf_counter()
         rng = seeding.rng_for(self.scenario.seed, seeding.UPLINK, task.round, task.client_id)
-        records, new_codec_state, enc_metrics = self.algorithm.encode_update(
-            ctx, update, uplink, rng, codec_state
-        )
-        update.metrics.update(enc_metrics)
+        enc = self.algorithm.encode_update(ctx, update, Uplink(uplink, rng, codec_state))
+        records, new_codec_state = enc.records, enc.state
+        update.metrics.update(enc.metrics)
         meta = {
             "round": task.round,
             "client": task.client_id,

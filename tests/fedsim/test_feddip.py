@@ -9,7 +9,7 @@ import pytest
 import torch
 from fedsim.codecs.pipeline import decode_tensors
 
-from fedsim.algorithms.base import ClientResult, ClientUpdate
+from fedsim.algorithms.base import ClientResult, ClientUpdate, Uplink
 from fedsim.algorithms.feddip import (
     FedDIP,
     FedDIPOptions,
@@ -140,7 +140,8 @@ def test_regrow_error_feedback_conserves_mass():
     }
     upd = ClientUpdate(tensors=local, num_samples=5, train_loss=0.0)
     ctx = ctx_for({"s_upload": 0.9}, global_state=glob)
-    records, state, metrics = a.encode_update(ctx, upd, "feddip", rng, old)
+    enc = a.encode_update(ctx, upd, Uplink("feddip", rng, old))
+    records, state, metrics = enc.records, enc.state, enc.metrics
     sent = decode_tensors(records)
     kept = 0
     for k in SHAPES:
@@ -165,7 +166,8 @@ def test_faithful_upload_is_masked_weights():
     local = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
     masks = {k: torch.from_numpy(rng.random(s) < 0.2) for k, s in SHAPES.items() if len(s) == 2}
     upd = ClientUpdate(tensors=local, num_samples=5, train_loss=0.0)
-    records, state, _ = a.encode_update(ctx_for({}, masks), upd, "feddip", rng, {})
+    enc = a.encode_update(ctx_for({}, masks), upd, Uplink("feddip", rng, {}))
+    records, state = enc.records, enc.state
     sent = decode_tensors(records)
     assert state == {}
     for k, m in masks.items():

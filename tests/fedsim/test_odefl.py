@@ -14,7 +14,13 @@ from fedsim.codecs.wire import pack_message, payload_bytes, unpack_message
 from torch import nn
 
 from fedsim.algorithms import build_algorithm
-from fedsim.algorithms.base import ClientContext, ClientResult, ClientUpdate, state_from_model
+from fedsim.algorithms.base import (
+    ClientContext,
+    ClientResult,
+    ClientUpdate,
+    Uplink,
+    state_from_model,
+)
 from fedsim.algorithms.odefl import ODEFLOptions, alias_map, client_iterations, unrolled_counts
 from fedsim.cli import main
 from fedsim.experiment import Experiment
@@ -62,7 +68,8 @@ def encode(algo, model, config=None):
     sd = state_from_model(model)
     update = ClientUpdate(tensors={k: v for k, v in sd.items()}, num_samples=1, train_loss=0.0)
     ctx = context(model, config or {})
-    records, _, metrics = algo.encode_update(ctx, update, "fp32", np.random.default_rng(0), {})
+    enc = algo.encode_update(ctx, update, Uplink("fp32", np.random.default_rng(0), {}))
+    records, metrics = enc.records, enc.metrics
     return records, metrics
 
 
