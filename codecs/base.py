@@ -45,19 +45,16 @@ class Codec(abc.ABC):
 
     def decode(self, rec: TensorRecord) -> np.ndarray:
         """A fresh float32 array of shape rec.shape; WireError if the record is invalid."""
-        if rec.codec != self.wire_spec:
-            raise WireError(
-                f"{rec.name}: record codec {short_repr(rec.codec)} is not {self.wire_spec!r}"
-            )
-        shape = check_shape(rec.shape)
-        if not isinstance(rec.params, dict) or not isinstance(rec.buffers, tuple | list):
-            raise WireError(f"{rec.name}: malformed record")
-        flat = self.decode_parts(tuple(rec.buffers), rec.params, shape)
-        return flat.reshape(shape)
+        shape = self._record_shape(rec)
+        return self.decode_parts(tuple(rec.buffers), rec.params, shape).reshape(shape)
 
     def check(self, rec: TensorRecord) -> None:
         """Raise WireError exactly when `decode(rec)` would, without keeping its output
         (receivers that validate before they accept, then decode lazily later)."""
+        self.check_parts(tuple(rec.buffers), rec.params, self._record_shape(rec))
+
+    def _record_shape(self, rec: TensorRecord) -> tuple[int, ...]:
+        """The record's checked shape, after checking it is a record of this codec."""
         if rec.codec != self.wire_spec:
             raise WireError(
                 f"{rec.name}: record codec {short_repr(rec.codec)} is not {self.wire_spec!r}"
@@ -65,7 +62,7 @@ class Codec(abc.ABC):
         shape = check_shape(rec.shape)
         if not isinstance(rec.params, dict) or not isinstance(rec.buffers, tuple | list):
             raise WireError(f"{rec.name}: malformed record")
-        self.check_parts(tuple(rec.buffers), rec.params, shape)
+        return shape
 
     def check_parts(self, buffers: tuple, params: dict, shape: tuple[int, ...]) -> None:
         """Validate a record's parts; by default by decoding them (codecs whose values are

@@ -29,63 +29,60 @@ def from_bfloat16(bits: np.ndarray) -> np.ndarray:
     return wide.view(np.float32)
 
 
-class Float32Codec(Codec):
+class _PlainValues(Codec):
+    """Codecs whose one buffer holds every value as it is (`wire_dtype`): any bit pattern
+    is a valid value, so checking a record needs no conversion."""
+
+    wire_dtype: type
+
+    def _values(self, buffers, params, shape) -> np.ndarray:
+        expect_no_params(params, self.spec)
+        expect_buffers(buffers, 1, self.spec)
+        return expect_array(buffers[0], self.wire_dtype, numel(shape), self.spec)
+
+    def check_parts(self, buffers, params, shape):
+        self._values(buffers, params, shape)
+
+
+class Float32Codec(_PlainValues):
     spec = "fp32"
     lossless = True
+    wire_dtype = np.float32
 
     def encode_parts(self, x, rng):
         # Zero-copy: the record shares memory with x (do not mutate x before sending).
         return (x.reshape(-1),), {}
 
     def decode_parts(self, buffers, params, shape):
-        expect_no_params(params, self.spec)
-        expect_buffers(buffers, 1, self.spec)
-        return expect_array(buffers[0], np.float32, numel(shape), self.spec).astype(np.float32)
-
-    def check_parts(self, buffers, params, shape):
-        expect_no_params(params, self.spec)
-        expect_buffers(buffers, 1, self.spec)
-        expect_array(buffers[0], np.float32, numel(shape), self.spec)  # any float32 is valid
+        return self._values(buffers, params, shape).astype(np.float32)
 
     def encoded_nbytes(self, shape):
         return 4 * numel(shape)
 
 
-class Float16Codec(Codec):
+class Float16Codec(_PlainValues):
     spec = "fp16"
+    wire_dtype = np.float16
 
     def encode_parts(self, x, rng):
         return (x.reshape(-1).astype(np.float16),), {}
 
     def decode_parts(self, buffers, params, shape):
-        expect_no_params(params, self.spec)
-        expect_buffers(buffers, 1, self.spec)
-        return expect_array(buffers[0], np.float16, numel(shape), self.spec).astype(np.float32)
-
-    def check_parts(self, buffers, params, shape):
-        expect_no_params(params, self.spec)
-        expect_buffers(buffers, 1, self.spec)
-        expect_array(buffers[0], np.float16, numel(shape), self.spec)  # any float16 is valid
+        return self._values(buffers, params, shape).astype(np.float32)
 
     def encoded_nbytes(self, shape):
         return 2 * numel(shape)
 
 
-class BFloat16Codec(Codec):
+class BFloat16Codec(_PlainValues):
     spec = "bf16"
+    wire_dtype = np.uint16  # the top 16 bits of float32
 
     def encode_parts(self, x, rng):
         return (to_bfloat16(x.reshape(-1)),), {}
 
     def decode_parts(self, buffers, params, shape):
-        expect_no_params(params, self.spec)
-        expect_buffers(buffers, 1, self.spec)
-        return from_bfloat16(expect_array(buffers[0], np.uint16, numel(shape), self.spec))
-
-    def check_parts(self, buffers, params, shape):
-        expect_no_params(params, self.spec)
-        expect_buffers(buffers, 1, self.spec)
-        expect_array(buffers[0], np.uint16, numel(shape), self.spec)  # any bit pattern is valid
+        return from_bfloat16(self._values(buffers, params, shape))
 
     def encoded_nbytes(self, shape):
         return 2 * numel(shape)
