@@ -120,26 +120,30 @@ EF_RUN = {
 
 
 def _run(tmp_path, name, **runtime):
-    """A run through the scenario keys (runtime.state_store / state_dir); the store the
-    coordinator used is captured by wrapping its close() (which would forget it)."""
+    """A run through the scenario keys (runtime.state_store / state_dir); the client store the
+    engine's Server made first is captured, its close() made a no-op to compare it after."""
     import copy
+
+    import fedsim.runtime.server as server_mod
 
     doc = copy.deepcopy(EF_RUN)
     doc.setdefault("runtime", {}).update(runtime)
-    coordinator = coord_mod.Coordinator(validate_doc(doc), tmp_path / name)
-    seen = {}
-    real_setup = coordinator._setup
+    made = []
+    real = server_mod.ClientStateStore
 
-    def setup():
-        real_setup()
-        store = coordinator.store
-        seen["store"] = store
-        seen["close"] = store.close
+    def make(*args, **kwargs):
+        store = real(*args, **kwargs)
+        store.release = store.close
         store.close = lambda: None  # keep its contents for the comparison below
+        made.append(store)
+        return store
 
-    coordinator._setup = setup
-    summary = coordinator.run()
-    return summary, seen["store"], (tmp_path / name / "metrics.jsonl").read_text()
+    server_mod.ClientStateStore = make
+    try:
+        summary = coord_mod.Coordinator(validate_doc(doc), tmp_path / name).run()
+    finally:
+        server_mod.ClientStateStore = real
+    return summary, made[0], (tmp_path / name / "metrics.jsonl").read_text()
 
 
 def _strip_wall(text: str) -> list[dict]:
@@ -158,5 +162,5 @@ def test_disk_store_gives_the_same_run(tmp_path, monkeypatch):
         _same(mem_store.get(c), disk_store.get(c))
     assert mem["model_sha256"] == disk["model_sha256"]
     assert _strip_wall(mem_metrics) == _strip_wall(disk_metrics)
-    disk_store.close()
-    mem_store.close()
+    disk_store.release()
+    mem_store.release()
