@@ -132,21 +132,24 @@ class Ledger:
         self.open_round()
         if not accepted:
             st.empty_rounds += 1
-        if not (rnd % sc.eval.every == 0 or rnd == sc.rounds):
-            self._write(row, method_extra, time.perf_counter() - wall0, None)
-            return
-        if self.defer_eval:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="fedsim-eval"
-                )
-                self._eval_model = copy.deepcopy(self.server.model)
-            state = {k: v.copy() for k, v in self.server.global_state.items()}
-            fut = self._pool.submit(self._timed_eval, self._eval_model, state)
-            self._pending = (row, method_extra, time.perf_counter() - wall0, fut)
-            return
-        ev = self._timed_eval(self.server.model, self.server.global_state)
-        self._write(row, method_extra, time.perf_counter() - wall0, ev)
+        try:
+            if not (rnd % sc.eval.every == 0 or rnd == sc.rounds):
+                self._write(row, method_extra, time.perf_counter() - wall0, None)
+                return
+            if self.defer_eval:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        1, thread_name_prefix="fedsim-eval"
+                    )
+                    self._eval_model = copy.deepcopy(self.server.model)
+                state = {k: v.copy() for k, v in self.server.global_state.items()}
+                fut = self._pool.submit(self._timed_eval, self._eval_model, state)
+                self._pending = (row, method_extra, time.perf_counter() - wall0, fut)
+                return
+            ev = self._timed_eval(self.server.model, self.server.global_state)
+            self._write(row, method_extra, time.perf_counter() - wall0, ev)
+        finally:  # the next row's real time starts once this one is written or handed off
+            self.wall0 = time.perf_counter()
 
     def _timed_eval(self, model: Any, state: dict) -> tuple[float, float, float]:
         t0 = time.perf_counter()
