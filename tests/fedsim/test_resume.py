@@ -23,11 +23,18 @@ def cmd(scen, out, *extra):
     return [sys.executable, "-m", "fedsim", "run", str(scen), "--out", str(out), "--quiet", *extra]
 
 
-@pytest.mark.parametrize("transport", ["inproc", "ipc"])
+ASYNC = TEXT.replace(
+    "[runtime]", '[server]\nmode = "async"\nconcurrency = 4\nbuffer_size = 2\n[runtime]'
+)
+
+
+@pytest.mark.parametrize("transport", ["inproc", "ipc", "async-inproc", "async-ipc"])
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, transport):
+    """FedBuff too: its checkpoint holds the in-flight clients' results and the session's
+    call journal, replayed into a fresh session on resume."""
     scen = tmp_path / "s.toml"
-    scen.write_text(TEXT)
-    extra = [] if transport == "inproc" else ["--transport", "ipc", "--workers", "1"]
+    scen.write_text(ASYNC if transport.startswith("async") else TEXT)
+    extra = [] if transport.endswith("inproc") else ["--transport", "ipc", "--workers", "2"]
     ref = tmp_path / "ref"
     subprocess.run(cmd(scen, ref, *extra), check=True, capture_output=True, timeout=600)
 
