@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedsim.eval.evaluate import evaluate
 from fedsim.models.quant import fake_quant_minmax, fake_quant_symmetric, quant_layers
 
 DEFAULT_CONFIGS = ("W8A8", "W6A6", "W4A8", "W4A4", "W3", "W2")
@@ -39,12 +40,8 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(y), batch):
-            correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
-    return correct / max(len(y), 1)
+    """Test accuracy through the one evaluation path (fedsim/eval/evaluate.py)."""
+    return evaluate(model, x, y, batch)[0] if len(y) else 0.0
 
 
 def calibrate(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> dict[str, tuple]:
