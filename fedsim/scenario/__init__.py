@@ -5,6 +5,7 @@ from fedsim.scenario.load import (
     load_scenario,
     parse_override,
     register_check,
+    seed_scenarios,
     validate_doc,
     variant_scenarios,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "load_scenario",
     "parse_override",
     "register_check",
+    "seed_scenarios",
     "validate_doc",
     "variant_scenarios",
 ]
