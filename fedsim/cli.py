@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
-    from fedsim.scenario import variant_scenarios
+    from fedsim.scenario import variant_scenarios, with_seeds
 
     if args.sweep:
         scenario = _add_sweep_variants(scenario, args.sweep, args.scenario)
@@ -137,7 +137,7 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
         runs = [(n, s) for n, s in runs if n in args.variant]
     for name, sc in runs:  # every variant is checked before anything is removed or run
         _validate_deep(sc, args.scenario, variant=name)
-    runs = _with_seeds(runs, args.seeds, args.scenario)
+    runs = with_seeds(runs, args.seeds, file=args.scenario)
     if not args.resume:
         _check_out_dir(out, args.force, args.scenario)
     elif scenario.runtime.checkpoint_every == 0 and not scenario.variants and len(runs) == 1:
@@ -196,20 +196,6 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
             print(render_comparison(comp, "table"), end="")
         print(f"comparison: {md} (+ comparison.json)")
     return 3 if diverged else 0
-
-
-def _with_seeds(
-    runs: list[tuple[str, Any]], seeds: list[int] | None, file: str
-) -> list[tuple[str, Any]]:
-    """Each run repeated once per seed (--seeds, else the file's seeds/repeats) into
-    <run>/seed-N; a run without seeds stays as it is."""
-    from fedsim.scenario import seed_scenarios
-
-    return [
-        ("/".join(p for p in (name, sub) if p), one)
-        for name, sc in runs
-        for sub, one in seed_scenarios(sc, seeds, file=file)
-    ]
 
 
 @contextlib.contextmanager

@@ -248,7 +248,7 @@ def aggregate_group(label: str, runs: list[Run], rows: list[dict[str, Any]]) -> 
     return group
 
 
-def _human_table(rows: list[dict[str, Any]]) -> Table:
+def human_table(rows: list[dict[str, Any]]) -> Table:
     keys = [k for k in COLUMNS if any(k in r for r in rows)]
     return Table(
         "Runs",
@@ -344,7 +344,7 @@ def render_compare_table(rows: list[dict[str, Any]], fmt: str) -> str:
         return "no runs\n"
     target = rows[0].get("target")
     title = f"runs compared (target accuracy {fmt_pct(target)})" if target else "runs compared"
-    return _rich(_human_table(rows), title)
+    return _rich(human_table(rows), title)
 
 
 COMPARE_FIGURES = [
@@ -378,7 +378,7 @@ def write_comparison(comp: Comparison, out_dir: Path, stem: str = "compare") -> 
         "bytes are delivered up + down through that round.",
         "Runs: " + "; ".join(f"{r.name} = {r.path}" for r in comp.runs),
     ]
-    blocks: list[Table | Image] = [_human_table(comp.rows), *images]
+    blocks: list[Table | Image] = [human_table(comp.rows), *images]
     doc: dict[str, Any] = {"target": comp.target, "note": comp.target_note, "rows": comp.rows}
     if comp.groups:
         notes.insert(
@@ -387,7 +387,7 @@ def write_comparison(comp: Comparison, out_dir: Path, stem: str = "compare") -> 
             "average over the seeds that reach the target ('reached target' says how many); "
             "the per-seed values follow in the table 'Runs (per seed)'.",
         )
-        per_seed = _human_table(comp.rows)
+        per_seed = human_table(comp.rows)
         blocks = [
             group_table(comp.groups),
             Table("Runs (per seed)", per_seed.header, per_seed.rows),

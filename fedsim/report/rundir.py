@@ -117,9 +117,15 @@ def variant_dirs(path: Path) -> list[Path]:
 def not_a_run(path: Path) -> FedsimError:
     if not path.exists():
         return FedsimError(f"{path}: no such directory")
+    if seed_dirs(path):
+        names = ", ".join(p.name for p in seed_dirs(path))
+        return FedsimError(
+            f"{path}: a seeds folder with one run per seed ({names}), not a run directory; "
+            "name one of them (`fedsim report` and `fedsim compare` take the folder itself)"
+        )
     variants = variant_dirs(path)
     if variants:
-        names = ", ".join(p.name for p in variants)
+        names = ", ".join(str(p.relative_to(path)) for p in variants)
         return FedsimError(
             f"{path}: an experiment folder with variant runs ({names}), not a run directory; "
             "report one of them, or compare them with `fedsim compare`"

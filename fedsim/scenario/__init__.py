@@ -8,6 +8,7 @@ from fedsim.scenario.load import (
     seed_scenarios,
     validate_doc,
     variant_scenarios,
+    with_seeds,
 )
 from fedsim.scenario.schema import Scenario
 
@@ -20,4 +21,5 @@ __all__ = [
     "seed_scenarios",
     "validate_doc",
     "variant_scenarios",
+    "with_seeds",
 ]

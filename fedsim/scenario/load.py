@@ -146,6 +146,22 @@ def seed_scenarios(
     ]
 
 
+def with_seeds(
+    runs: Sequence[tuple[str, Scenario]],
+    seeds: Sequence[int] | None = None,
+    *,
+    file: str | None = None,
+) -> list[tuple[str, Scenario]]:
+    """(name, scenario) runs, each repeated once per seed (`seeds`, else its own
+    seeds/repeats) as ("name/seed-N", ...) ("seed-N" for the unnamed run); a run without
+    seeds stays as it is."""
+    return [
+        ("/".join(p for p in (name, sub) if p), one)
+        for name, sc in runs
+        for sub, one in seed_scenarios(sc, seeds, file=file)
+    ]
+
+
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
