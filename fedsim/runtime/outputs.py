@@ -92,6 +92,12 @@ RUN_FILES = (
     "comparison.md",
     "comparison.html",
     "comparison.json",
+    "model.safetensors",
+    # the figures of an experiment's comparison (fedsim.report.compare.COMPARE_FIGURES)
+    "accuracy_vs_time.png",
+    "accuracy_vs_bytes.png",
+    "accuracy_vs_round.png",
+    "energy.png",
 )
 RUN_FOLDERS = ("plots", "checkpoints", "compare")
 
