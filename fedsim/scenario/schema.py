@@ -296,7 +296,7 @@ class Scenario(Strict):
     seeds: list[int] | None = Field(
         None,
         min_length=1,
-        description="repeat the run (and each variant) once per seed into OUT/[<variant>/]seed-N/; "
+        description="repeat the run (and each variant) once per seed into OUT/seed-N/ (OUT/VARIANT/seed-N/); "
         "the comparison gives mean ± std over the seeds (`fedsim run --seeds 0,1,2`)",
     )
     repeats: int | None = Field(
