@@ -27,7 +27,14 @@ import tomllib
 from fedsim.errors import FedsimError
 from fedsim.report import plots
 from fedsim.report.document import Image, Table, render_html, render_markdown
-from fedsim.report.rundir import Run, expand_run_dirs, load_run, run_labels, seed_of_dir
+from fedsim.report.rundir import (
+    Run,
+    expand_run_dirs,
+    is_run_dir,
+    load_run,
+    run_labels,
+    seed_of_dir,
+)
 from fedsim.report.units import fmt_bytes, fmt_energy, fmt_pct, fmt_seconds
 
 DEFAULT_TARGET_FRACTION = 0.95
@@ -409,8 +416,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, target: float | None = Non
 
 
 def default_out_dir(run_dirs: list[Path]) -> Path:
-    """<first run's parent>/compare (an experiment folder's own compare/ for its variants)."""
-    return expand_run_dirs([Path(p) for p in run_dirs])[0].parent / "compare"
+    """<first run's parent>/compare; for an experiment or seeds folder its own compare/."""
+    first = Path(run_dirs[0])
+    return (first.parent if is_run_dir(first) else first) / "compare"
 
 
 def comparison_files(out_dir: Path, stem: str = "compare") -> list[Path]:

@@ -134,6 +134,10 @@ def test_variants_times_seeds_from_the_file(scenario_file, tmp_path, capsys):
     groups = json.loads((cmp_dir / "compare.json").read_text())["groups"]
     assert [g["run"] for g in groups] == ["fp32", "q4"]
     _check_group(groups[1], [out2 / "q4" / "seed-0", out2 / "q4" / "seed-1"])
+    # the experiment folder itself: its variants' seeds, compared into its own compare/
+    assert main(["compare", str(out2)]) == 0
+    groups = json.loads((out2 / "compare" / "compare.json").read_text())["groups"]
+    assert [(g["run"], g["seeds"]) for g in groups] == [("fp32", [0, 1]), ("q4", [0, 1])]
 
 
 def test_compare_groups_runs_that_differ_only_by_seed(scenario_file, tmp_path):
