@@ -72,7 +72,6 @@ AGGREGATED = (
     "sim_time_total",
     "energy_j_total",
 )
-TO_TARGET = ("rounds_to_target", "time_to_target", "bytes_to_target", "paper_bits_up_to_target")
 STD_NOTE = "std is the population standard deviation over the seeds (numpy.std, ddof = 0)"
 BAND_NOTE = "lines are the mean over the seeds, bands span their min to max"
 
