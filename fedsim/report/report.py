@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from fedsim.report import plots
 from fedsim.report.compare import (
     BAND_NOTE,
+    COMPARE_FIGURES,
     STD_NOTE,
     aggregate_group,
     build_comparison,
@@ -155,13 +156,6 @@ def make_report(run_dir: Path) -> Path:
     return md
 
 
-SEED_FIGURES = [
-    ("accuracy_vs_time.png", "Test accuracy vs simulated time", "time"),
-    ("accuracy_vs_bytes.png", "Test accuracy vs cumulative bytes on the wire (up + down)", "bytes"),
-    ("accuracy_vs_round.png", "Test accuracy vs round", "round"),
-]
-
-
 def make_seeds_report(folder: Path) -> Path:
     """The report of one variant's repeats: each figure as mean ± std over the seeds and per
     seed, accuracy as the mean with a min–max band; target = the scenario's
@@ -176,7 +170,7 @@ def make_seeds_report(folder: Path) -> Path:
     ]
     plot_dir = folder / "plots"
     images = []
-    for name, caption, x in SEED_FIGURES:
+    for name, caption, x in COMPARE_FIGURES:
         fig = plots.accuracy_bands([(folder.name, comp.runs)], x, comp.target)
         if fig is not None:
             images.append(Image(f"{caption} ({BAND_NOTE})", plots.save(fig, plot_dir / name)))

@@ -14,6 +14,7 @@ import fedsim
 from fedsim.cli import main
 from fedsim.errors import ScenarioError
 from fedsim.report.compare import build_comparison, render_comparison
+from fedsim.report.plots import seed_band
 
 # mnist5k, an MLP with one hidden layer of 16, 4 clients, 2 rounds of 2 local steps
 TINY = """
@@ -184,6 +185,10 @@ def test_to_target_over_the_seeds_that_reach_it(tmp_path):
     assert "2/3" in render_comparison(comp, "table")
     flat = render_comparison(comp, "csv").splitlines()
     assert "final_accuracy_mean" in flat[0] and len(flat) == 2
+    # the plotted band: mean, min and max over the seeds at each round
+    xs, mean, lo, hi = seed_band(comp.runs, "round")
+    assert xs == [1, 2, 3] and lo == [40, 50, 60] and hi == [70, 80, 90]
+    assert mean == pytest.approx([160 / 3, 205 / 3, 230 / 3])
 
 
 @pytest.mark.parametrize(
