@@ -169,7 +169,8 @@ class RunResult:
 
 
 class ExperimentResult:
-    """Several runs of one experiment (variants, a sweep, repeats), by variant name."""
+    """Several runs of one experiment (variants, a sweep, repeats), by run name: the
+    variant's name, ``VARIANT/seed-N`` for repeats, ``seed-N`` for repeats of one scenario."""
 
     def __init__(self, path: str | Path, runs: dict[str, RunResult], *, _tmp: Any = None):
         self.path = Path(path)
@@ -192,6 +193,15 @@ class ExperimentResult:
     def summaries(self) -> dict[str, dict[str, Any]]:
         return {name: r.summary for name, r in self.runs.items()}
 
+    @property
+    def comparison(self) -> dict[str, Any]:
+        """comparison.json (written for repeats): per-run ``rows`` and, per group of
+        repeats, ``groups`` with each figure as {mean, std, values}; {} if there is none."""
+        import json
+
+        p = self.path / "comparison.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
     def to_pandas(self, table: str = "summary") -> Any:
         """One DataFrame for all runs, with a ``run`` column: "summary" (one row per run,
         the scalar figures of summary.json), "metrics", "traffic" or "events"."""
@@ -207,15 +217,40 @@ class ExperimentResult:
 
 
 def load_run(path: str | Path) -> RunResult | ExperimentResult:
-    """Read a run directory (``fedsim run --out DIR``) or an experiment's folder of runs."""
+    """Read a run directory (``fedsim run --out DIR``) or an experiment's folder of runs
+    (variants, and repeats in ``[VARIANT/]seed-N``)."""
     path = Path(path)
-    if any((path / f).exists() for f in _RUN_FILES):
+    if _is_run(path):
         return RunResult(path)
-    if path.is_dir():
-        subs = sorted(p for p in path.iterdir() if any((p / f).exists() for f in _RUN_FILES))
-        if subs:
-            return ExperimentResult(path, {p.name: RunResult(p) for p in subs})
+    runs = {name: RunResult(p) for name, p in _run_folders(path)}
+    if runs:
+        return ExperimentResult(path, runs)
     raise FedsimError(f"{path}: not a run directory (no summary.json or metrics.jsonl)")
+
+
+def _is_run(path: Path) -> bool:
+    return any((path / f).exists() for f in _RUN_FILES)
+
+
+def _run_folders(path: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of the runs inside an experiment folder: its variants, and the seed-N
+    repeats of a seeds folder (named ``VARIANT/seed-N``), seeds in numeric order."""
+
+    def seeds(folder: Path) -> list[Path]:
+        found = [p for p in folder.iterdir() if re.fullmatch(r"seed-\d+", p.name) and _is_run(p)]
+        return sorted(found, key=lambda p: int(p.name[5:]))
+
+    if not path.is_dir():
+        return []
+    if seeds(path):
+        return [(p.name, p) for p in seeds(path)]
+    out = []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        if _is_run(sub):
+            out.append((sub.name, sub))
+        else:
+            out.extend((f"{sub.name}/{p.name}", p) for p in seeds(sub))
+    return out
 
 
 def _pandas() -> Any:
@@ -270,12 +305,14 @@ def run(
     for the progress bar, or a callable given each metrics row as it is written.
     ``resume`` continues the run in ``out`` from its last checkpoint. ``tensorboard``: a
     folder to log each round's figures to for TensorBoard (needs the tensorboard extra).
-    A scenario with ``[[variants]]`` is an experiment: use ``run_experiment``.
+    A scenario with ``[[variants]]`` or ``seeds``/``repeats`` is an experiment: use
+    ``run_experiment``.
     """
     sc = load_scenario(scenario, overrides)
-    if sc.variants:
+    if sc.variants or sc.seed_list() is not None:
+        what = f"{len(sc.variants)} variants" if sc.variants else "seeds (repeats)"
         raise ScenarioError(
-            f"has {len(sc.variants)} variants; run it with fedsim.run_experiment",
+            f"has {what}; run it with fedsim.run_experiment",
             file=str(scenario) if not hasattr(scenario, "model_dump") else sc.name,
         )
     tmp, target = _out_dir(out, resume)
@@ -299,13 +336,15 @@ def run_experiment(
 
     ``variants`` picks some of the file's variants by name (default: all). ``sweep`` maps
     dotted keys to lists of values; every combination is added as a variant, named as
-    ``fedsim run --sweep`` names them (``lr-0.1_local_epochs-2``). ``seeds`` repeats every
-    run with each seed (names get ``_seed-N``). With none of these and no variants in the
-    file, the scenario runs once as the variant ``base``. ``out`` holds one folder per run
-    (None: a temporary folder that lives as long as the result). ``tensorboard``: a folder
-    that gets one TensorBoard run per variant.
+    ``fedsim run --sweep`` names them (``lr-0.1_local_epochs-2``). ``seeds`` (else the
+    file's ``seeds``/``repeats``) repeats every run with each seed, as ``fedsim run
+    --seeds``: into ``out/VARIANT/seed-N`` (``out/seed-N`` without variants), with
+    ``out/comparison.md``/``.json`` giving mean ± std over the seeds (``.comparison``).
+    With none of these and no variants in the file, the scenario runs once as the variant
+    ``base``. ``out`` holds one folder per run (None: a temporary folder that lives as long
+    as the result). ``tensorboard``: a folder that gets one TensorBoard run per run.
     """
-    from fedsim.scenario import variant_scenarios
+    from fedsim.scenario import variant_scenarios, with_seeds
     from fedsim.scenario.load import apply_overrides, validate_doc
 
     sc = load_scenario(scenario, overrides)
@@ -327,23 +366,45 @@ def run_experiment(
     ]
     if sweep:
         found += grid
-    if seeds:
-        found = found or [{"name": "base"}]
-        found = [
-            {**v, "seed": int(s), "name": f"{v['name']}_seed-{s}"} for v in found for s in seeds
-        ]
-    found = found or [{"name": "base"}]
-    experiment = validate_doc({**base, "variants": found})
+    if seeds is not None:
+        seeds = _seed_values(seeds)
+    repeated = seeds is not None or sc.seed_list() is not None
+    if not found and not repeated:
+        found = [{"name": "base"}]
+    if found:
+        named = variant_scenarios(validate_doc({**base, "variants": found}))
+    else:
+        named = [("", validate_doc(base))]  # repeats of the scenario itself: out/seed-N
+    jobs = with_seeds(named, seeds)
+    from fedsim.scenario.checks import check_scenario
+
+    for name, vsc in jobs:
+        check_scenario(vsc, file=f"[variants.{name}]")
     tmp, target = _out_dir(out, resume)
     runs = {}
-    for name, vsc in variant_scenarios(experiment):
-        from fedsim.scenario.checks import check_scenario
-
-        check_scenario(vsc, file=f"[variants.{name}]")
+    for name, vsc in jobs:
         tb = Path(tensorboard) / name if tensorboard is not None else None
         _run_one(vsc, target / name, progress, resume, label=name, tensorboard=tb)
         runs[name] = RunResult(target / name)
+    if repeated and len(jobs) > 1:  # mean ± std over the seeds, as `fedsim run --seeds`
+        from fedsim.report.compare import build_comparison, write_comparison
+
+        comp = build_comparison([target / n for n, _ in jobs], sc.eval.target_accuracy)
+        write_comparison(comp, target, stem="comparison")
     return ExperimentResult(target, runs, _tmp=tmp)
+
+
+def _seed_values(seeds: Sequence[int]) -> list[int]:
+    """Distinct non-negative integers, as `fedsim run --seeds` takes them."""
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
+        raise ScenarioError("a list of distinct integers >= 0, e.g. [0, 1, 2]", field="seeds")
+    out = list(seeds)
+    for s in out:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise ScenarioError(f"{s!r} is not an integer >= 0", field="seeds")
+    if not out or len(set(out)) != len(out):
+        raise ScenarioError(f"{out}: give distinct seeds, at least one", field="seeds")
+    return out
 
 
 def _grid_name(combo: Sequence[tuple[str, Any]]) -> str:

@@ -70,9 +70,31 @@ def _progress_runner(
         )
 
 
+def _parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2`: distinct non-negative integers, in the order given."""
+    seeds = []
+    for item in (t.strip() for t in text.split(",")):
+        try:
+            seed = int(item)
+        except ValueError:
+            raise UsageError(
+                f"--seeds {text}: {item!r} is not an integer (expected e.g. --seeds 0,1,2)"
+            ) from None
+        if seed < 0:
+            raise UsageError(f"--seeds {text}: seed {seed} is negative (seeds are >= 0)")
+        if seed in seeds:
+            raise UsageError(f"--seeds {text}: seed {seed} is given twice")
+        seeds.append(seed)
+    return seeds
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fedsim.scenario import load_scenario
 
+    if args.seeds is not None:
+        args.seeds = _parse_seeds(args.seeds)
+        if args.seed is not None:
+            raise UsageError("--seed and --seeds: give one (--seeds runs once per seed)")
     overrides = list(args.set or [])
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -99,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
-    from fedsim.scenario import variant_scenarios
+    from fedsim.scenario import variant_scenarios, with_seeds
 
     if args.sweep:
         scenario = _add_sweep_variants(scenario, args.sweep, args.scenario)
@@ -115,9 +137,10 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
         runs = [(n, s) for n, s in runs if n in args.variant]
     for name, sc in runs:  # every variant is checked before anything is removed or run
         _validate_deep(sc, args.scenario, variant=name)
+    runs = with_seeds(runs, args.seeds, file=args.scenario)
     if not args.resume:
         _check_out_dir(out, args.force, args.scenario)
-    elif scenario.runtime.checkpoint_every == 0 and not scenario.variants:
+    elif scenario.runtime.checkpoint_every == 0 and not scenario.variants and len(runs) == 1:
         raise UsageError(
             f"--resume: {args.scenario} has runtime.checkpoint_every = 0 (no checkpoints to resume from)"
         )
@@ -165,12 +188,12 @@ def _run_in(args: argparse.Namespace, scenario: Any, out: Path) -> int:
             file=sys.stderr,
         )
     if len(runs) > 1:
-        from fedsim.report.compare import build_comparison, render_compare_table, write_comparison
+        from fedsim.report.compare import build_comparison, render_comparison, write_comparison
 
         comp = build_comparison([out / n for n, _ in runs], scenario.eval.target_accuracy)
         md = write_comparison(comp, out, stem="comparison")
         if not args.quiet:
-            print(render_compare_table(comp.rows, "table"), end="")
+            print(render_comparison(comp, "table"), end="")
         print(f"comparison: {md} (+ comparison.json)")
     return 3 if diverged else 0
 
@@ -396,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override a scenario key (repeatable)"
     )
     r.add_argument("--seed", type=int, help="override seed (seeds everything in the run)")
+    r.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="repeat the run (each variant) once per seed into OUT/[VARIANT/]seed-N; "
+        "the comparison gives mean ± std over the seeds",
+    )
     r.add_argument("--rounds", type=int, help="override rounds (aggregations in async mode)")
     r.add_argument(
         "--transport",

@@ -3,6 +3,12 @@ simulated time, bytes) to reach a common target accuracy.
 
 The default target is 0.95 x the lowest best accuracy among the runs, so that every run
 that evaluated at all reaches it and the table has no holes; the target is always stated.
+
+Repeats (`fedsim run --seeds`): runs of the same variant that differ only by seed — the
+seed-N folders of one seeds folder, or runs whose scenario.toml differ only in `seed` (and
+`runtime`, which does not change results) — form a group, reported as mean ± std over its
+seeds beside the per-seed values; the to-target figures average over the seeds that reach
+the target and say how many of them do.
 """
 
 from __future__ import annotations
@@ -11,14 +17,24 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import tomllib
 
 from fedsim.errors import FedsimError
 from fedsim.report import plots
 from fedsim.report.document import Image, Table, render_html, render_markdown
-from fedsim.report.rundir import Run, expand_run_dirs, load_run, run_labels
+from fedsim.report.rundir import (
+    Run,
+    expand_run_dirs,
+    is_run_dir,
+    load_run,
+    run_labels,
+    seed_of_dir,
+)
 from fedsim.report.units import fmt_bytes, fmt_energy, fmt_pct, fmt_seconds
 
 DEFAULT_TARGET_FRACTION = 0.95
@@ -43,12 +59,33 @@ COLUMNS: dict[str, tuple[str, Any]] = {
 }
 
 
+# Figures aggregated over a group's seeds; the to-target ones over the seeds that reach it.
+AGGREGATED = (
+    "final_accuracy",
+    "best_accuracy",
+    "rounds_to_target",
+    "time_to_target",
+    "bytes_to_target",
+    "paper_bits_up_to_target",
+    "bytes_up_total",
+    "bytes_down_total",
+    "sim_time_total",
+    "energy_j_total",
+)
+STD_NOTE = "std is the population standard deviation over the seeds (numpy.std, ddof = 0)"
+BAND_NOTE = "lines are the mean over the seeds, bands span their min to max"
+
+
 @dataclass(frozen=True)
 class Comparison:
     runs: list[Run]
     target: float | None
     target_note: str
     rows: list[dict[str, Any]]
+    # Repeats: one aggregated row per group of runs differing only by seed (a run without
+    # repeats is a group of one); empty when no two runs are repeats of each other.
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    group_runs: list[tuple[str, list[Run]]] = field(default_factory=list)
 
 
 def time_to_target(run: Run, target: float) -> dict[str, Any]:
@@ -110,16 +147,190 @@ def build_comparison(run_dirs: list[Path], target: float | None = None) -> Compa
     if all(r["energy_j_total"] is None for r in rows):
         for r in rows:
             del r["energy_j_total"]
-    return Comparison(runs, target, note, rows)
+    members = seed_groups(runs)
+    if all(len(m) == 1 for m in members):
+        return Comparison(runs, target, note, rows)
+    labels = _group_labels(runs, members)
+    groups = [
+        aggregate_group(label, [runs[i] for i in m], [rows[i] for i in m])
+        for label, m in zip(labels, members, strict=True)
+    ]
+    group_runs = [(label, [runs[i] for i in m]) for label, m in zip(labels, members, strict=True)]
+    return Comparison(runs, target, note, rows, groups, group_runs)
 
 
-def _human_table(rows: list[dict[str, Any]]) -> Table:
+# ---- repeats -------------------------------------------------------------------------------
+def run_seed(run: Run) -> int | None:
+    """The seed a run used: summary.json, else its scenario.toml, else its seed-N folder."""
+    seed = run.summary.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    seed = _scenario_doc(run).get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    return seed_of_dir(run.path)
+
+
+def _scenario_doc(run: Run) -> dict[str, Any]:
+    try:
+        return tomllib.loads((run.path / "scenario.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _group_key(run: Run) -> Any:
+    """Runs with equal keys are repeats: seed-N folders of one seeds folder, or equal resolved
+    scenarios apart from the seed (and runtime settings, which do not change results)."""
+    if seed_of_dir(run.path) is not None:
+        return ("folder", str(run.path.parent.resolve()))
+    doc = _scenario_doc(run)
+    if not doc:
+        return ("run", str(run.path.resolve()))  # nothing to compare: a group of its own
+    rest = {k: v for k, v in doc.items() if k not in ("seed", "seeds", "repeats", "runtime")}
+    return ("scenario", json.dumps(rest, sort_keys=True, default=str))
+
+
+def seed_groups(runs: list[Run]) -> list[list[int]]:
+    """Indices of runs grouped as repeats (in order of first appearance). A would-be group
+    whose seeds are not all known and distinct is left as single runs."""
+    by_key: dict[Any, list[int]] = {}
+    for i, run in enumerate(runs):
+        by_key.setdefault(_group_key(run), []).append(i)
+    out: list[list[int]] = []
+    for members in by_key.values():
+        seeds = [run_seed(runs[i]) for i in members]
+        if len(members) > 1 and None not in seeds and len(set(seeds)) == len(seeds):
+            out.append(members)
+        else:
+            out.extend([i] for i in members)
+    return sorted(out, key=lambda m: m[0])
+
+
+def _group_labels(runs: list[Run], members: list[list[int]]) -> list[str]:
+    """A seeds folder is named as its folder; other repeats by their runs' names joined."""
+    folders = []
+    for m in members:
+        first = runs[m[0]].path
+        same_folder = len(m) > 1 and all(
+            seed_of_dir(runs[i].path) is not None and runs[i].path.parent == first.parent for i in m
+        )
+        folders.append(first.parent if same_folder else None)
+    named = [f for f in folders if f is not None]
+    folder_label = dict(zip(named, run_labels(named), strict=True)) if named else {}
+    return [
+        folder_label[f] if f is not None else "+".join(runs[i].name for i in m)
+        for f, m in zip(folders, members, strict=True)
+    ]
+
+
+def spread(values: list[Any]) -> dict[str, Any]:
+    """mean and std (numpy, ddof = 0) of the numbers among `values`, and the values as given
+    (None where a seed has no such figure, e.g. never reached the target)."""
+    nums = [float(v) for v in values if v is not None]
+    return {
+        "mean": float(np.mean(nums)) if nums else None,
+        "std": float(np.std(nums)) if nums else None,
+        "values": list(values),
+    }
+
+
+def aggregate_group(label: str, runs: list[Run], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for a group of repeats: each figure as {mean, std, values} over its seeds;
+    to-target figures over the seeds that reach the target, with `reached` of `n`."""
+    group: dict[str, Any] = {
+        "run": label,
+        "n": len(runs),
+        "seeds": [run_seed(r) for r in runs],
+        "runs": [r.name for r in runs],
+        "paths": [str(r.path) for r in runs],
+        "target": rows[0].get("target"),
+        "rounds": spread([r["rounds"] for r in rows]),
+    }
+    if rows[0].get("target") is not None:
+        group["reached"] = sum(r.get("rounds_to_target") is not None for r in rows)
+    for key in AGGREGATED:
+        if any(key in r for r in rows):
+            group[key] = spread([r.get(key) for r in rows])
+    return group
+
+
+def human_table(rows: list[dict[str, Any]]) -> Table:
     keys = [k for k in COLUMNS if any(k in r for r in rows)]
     return Table(
         "Runs",
         [COLUMNS[k][0] for k in keys],
         [[COLUMNS[k][1](r.get(k)) for k in keys] for r in rows],
     )
+
+
+def _mean_std(cell: dict[str, Any] | None, fmt: Any, n: int) -> str:
+    if not cell or cell["mean"] is None:
+        return "–"
+    return fmt(cell["mean"]) if n == 1 else f"{fmt(cell['mean'])} ± {fmt(cell['std'])}"
+
+
+def group_table(groups: list[dict[str, Any]]) -> Table:
+    """Mean ± std over each group's seeds; "reached" is how many seeds reach the target."""
+    keys = [k for k in AGGREGATED if any(k in g for g in groups)]
+    has_target = any("reached" in g for g in groups)
+    header = ["run", "seeds"] + (["reached target"] if has_target else [])
+    header += [COLUMNS[k][0] for k in keys]
+    body = []
+    for g in groups:
+        row = [g["run"], ",".join(str(s) for s in g["seeds"])]
+        if has_target:
+            row.append(f"{g.get('reached', 0)}/{g['n']}")
+        for k in keys:
+            fmt = COLUMNS[k][1] if k != "rounds_to_target" else (lambda v: f"{v:.3g}")
+            row.append(_mean_std(g.get(k), fmt, g["n"]))
+        body.append(row)
+    return Table("Mean ± std over seeds", header, body)
+
+
+def _flat_group(g: dict[str, Any]) -> dict[str, Any]:
+    """A group row with each {mean, std, values} as KEY_mean, KEY_std (for csv)."""
+    out: dict[str, Any] = {}
+    for k, v in g.items():
+        if isinstance(v, dict) and "mean" in v:
+            out[f"{k}_mean"], out[f"{k}_std"] = v["mean"], v["std"]
+        elif isinstance(v, list):
+            out[k] = " ".join(str(x) for x in v)
+        else:
+            out[k] = v
+    return out
+
+
+def render_comparison(comp: Comparison, fmt: str) -> str:
+    """The comparison for a terminal: per-run rows, or with repeats the mean ± std rows
+    ('table'), the group rows flattened to KEY_mean/KEY_std ('csv'), or the group rows with
+    {mean, std, values} and the per-seed rows ('json')."""
+    if not comp.groups:
+        return render_compare_table(comp.rows, fmt)
+    if fmt == "json":
+        return json.dumps({"groups": comp.groups, "rows": comp.rows}, indent=1)
+    if fmt == "csv":
+        return render_compare_table([_flat_group(g) for g in comp.groups], "csv")
+    if fmt != "table":
+        raise FedsimError(f"--format {fmt}: choose table, csv or json")
+    table = group_table(comp.groups)
+    target = comp.target
+    title = "runs compared, mean ± std over seeds"
+    title += f" (target accuracy {fmt_pct(target)})" if target else ""
+    return _rich(table, title) + f"({STD_NOTE})\n"
+
+
+def _rich(table: Table, title: str) -> str:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    t = RichTable(title=title, title_justify="left")
+    for i, h in enumerate(table.header):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for row in table.rows:
+        t.add_row(*row)
+    console = Console(file=io.StringIO(), width=180, force_terminal=False)
+    console.print(t)
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
 
 
 def render_compare_table(rows: list[dict[str, Any]], fmt: str) -> str:
@@ -137,20 +348,9 @@ def render_compare_table(rows: list[dict[str, Any]], fmt: str) -> str:
         raise FedsimError(f"--format {fmt}: choose table, csv or json")
     if not rows:
         return "no runs\n"
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
-    table = _human_table(rows)
     target = rows[0].get("target")
     title = f"runs compared (target accuracy {fmt_pct(target)})" if target else "runs compared"
-    t = RichTable(title=title, title_justify="left")
-    for i, h in enumerate(table.header):
-        t.add_column(h, justify="left" if i == 0 else "right")
-    for row in table.rows:
-        t.add_row(*row)
-    console = Console(file=io.StringIO(), width=180, force_terminal=False)
-    console.print(t)
-    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
+    return _rich(human_table(rows), title)
 
 
 COMPARE_FIGURES = [
@@ -166,7 +366,11 @@ def write_comparison(comp: Comparison, out_dir: Path, stem: str = "compare") -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     images = []
     for name, caption, x in COMPARE_FIGURES:
-        fig = plots.accuracy_curves(comp.runs, x, comp.target)
+        if comp.groups:
+            fig = plots.accuracy_bands(comp.group_runs, x, comp.target)
+            caption += f" ({BAND_NOTE})"
+        else:
+            fig = plots.accuracy_curves(comp.runs, x, comp.target)
         if fig is not None:
             images.append(Image(caption, plots.save(fig, out_dir / name)))
     fig = plots.energy_curves(comp.runs)
@@ -180,15 +384,27 @@ def write_comparison(comp: Comparison, out_dir: Path, stem: str = "compare") -> 
         "bytes are delivered up + down through that round.",
         "Runs: " + "; ".join(f"{r.name} = {r.path}" for r in comp.runs),
     ]
-    blocks: list[Table | Image] = [_human_table(comp.rows), *images]
+    blocks: list[Table | Image] = [human_table(comp.rows), *images]
+    doc: dict[str, Any] = {"target": comp.target, "note": comp.target_note, "rows": comp.rows}
+    if comp.groups:
+        notes.insert(
+            1,
+            f"Repeats: mean ± std over each group's seeds; {STD_NOTE}. To-target figures "
+            "average over the seeds that reach the target ('reached target' says how many); "
+            "the per-seed values follow in the table 'Runs (per seed)'.",
+        )
+        per_seed = human_table(comp.rows)
+        blocks = [
+            group_table(comp.groups),
+            Table("Runs (per seed)", per_seed.header, per_seed.rows),
+        ]
+        blocks += images
+        doc["std"] = STD_NOTE
+        doc["groups"] = comp.groups
     md = out_dir / f"{stem}.md"
     md.write_text(render_markdown(title, notes, blocks, out_dir), encoding="utf-8")
     (out_dir / f"{stem}.html").write_text(render_html(title, notes, blocks), encoding="utf-8")
-    (out_dir / f"{stem}.json").write_text(
-        json.dumps({"target": comp.target, "note": comp.target_note, "rows": comp.rows}, indent=1)
-        + "\n",
-        encoding="utf-8",
-    )
+    (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     return md
 
 
@@ -199,8 +415,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, target: float | None = Non
 
 
 def default_out_dir(run_dirs: list[Path]) -> Path:
-    """<first run's parent>/compare (an experiment folder's own compare/ for its variants)."""
-    return expand_run_dirs([Path(p) for p in run_dirs])[0].parent / "compare"
+    """<first run's parent>/compare; for an experiment or seeds folder its own compare/."""
+    first = Path(run_dirs[0])
+    return (first.parent if is_run_dir(first) else first) / "compare"
 
 
 def comparison_files(out_dir: Path, stem: str = "compare") -> list[Path]:
@@ -233,7 +450,7 @@ def compare_command(args: Any) -> int:
     out = Path(args.out) if getattr(args, "out", None) else default_out_dir(run_dirs)
     claim_out_dir(out, bool(getattr(args, "force", False)))
     md = write_comparison(comp, out)
-    print(render_compare_table(comp.rows, getattr(args, "format", None) or "table"), end="")
+    print(render_comparison(comp, getattr(args, "format", None) or "table"), end="")
     # Where the files went goes to stderr, so csv/json on stdout stay machine-readable.
     print(f"{comp.target_note}\ncomparison: {md} (+ compare.html, figures)", file=sys.stderr)
     return 0

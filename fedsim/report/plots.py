@@ -74,17 +74,7 @@ def accuracy_curves(runs: Sequence[Run], x: str, target: float | None = None) ->
     ax = fig.add_subplot()
     for name, xs, ys in series:
         ax.plot([v / div for v in xs], ys, label=name, linewidth=1.6, **_marker(len(xs)))
-    if target is not None:
-        ax.axhline(100 * target, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"target {100 * target:.2f}%",
-            (0.0, 100 * target),
-            xycoords=("axes fraction", "data"),
-            xytext=(4, 3),
-            textcoords="offset points",
-            fontsize=8,
-            color="grey",
-        )
+    _target_line(ax, target)
     xlabel = ACCURACY_X[x] + (f" ({unit})" if unit else "")
     _style(ax, f"Test accuracy vs {ACCURACY_X[x]}", xlabel, "test accuracy (%)")
     if x == "round":
@@ -92,6 +82,86 @@ def accuracy_curves(runs: Sequence[Run], x: str, target: float | None = None) ->
     if len(series) > 1:
         ax.legend(fontsize=8)
     return fig
+
+
+def _accuracy_points(run: Run, x: str) -> dict[int, tuple[float, float]]:
+    """round -> (x, test accuracy in %) for each evaluated round of a run."""
+    out = {}
+    for m, cum_bytes in run.evaluated():
+        xv = (
+            (m.get("sim_time") or 0.0) if x == "time" else cum_bytes if x == "bytes" else m["round"]
+        )
+        out[m["round"]] = (float(xv), 100 * m["test_accuracy"])
+    return out
+
+
+def seed_band(
+    runs: Sequence[Run], x: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(xs, mean, min, max) of test accuracy over repeats, round by round: at each evaluated
+    round, the mean, lowest and highest accuracy over the seeds that evaluated it, placed at
+    the mean of their x (simulated time and bytes differ between seeds)."""
+    per_run = [_accuracy_points(r, x) for r in runs]
+    rounds = sorted({rnd for pts in per_run for rnd in pts})
+    xs, mean, lo, hi = [], [], [], []
+    for rnd in rounds:
+        pts = [pts[rnd] for pts in per_run if rnd in pts]
+        ys = [y for _, y in pts]
+        xs.append(sum(xv for xv, _ in pts) / len(pts))
+        mean.append(sum(ys) / len(ys))
+        lo.append(min(ys))
+        hi.append(max(ys))
+    return xs, mean, lo, hi
+
+
+def accuracy_bands(
+    groups: Sequence[tuple[str, Sequence[Run]]], x: str, target: float | None = None
+) -> Figure | None:
+    """Test accuracy against simulated time, bytes or round: per group of repeats the mean
+    over its seeds as a line and the min–max over its seeds as a band."""
+    series = [(name, *seed_band(runs, x), len(runs)) for name, runs in groups]
+    series = [s for s in series if s[1]]
+    if not series:
+        return None
+    largest = max(max(s[1]) for s in series)
+    div, unit = (
+        time_scale(largest) if x == "time" else byte_scale(largest) if x == "bytes" else (1.0, "")
+    )
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for name, xs, mean, lo, hi, n in series:
+        sx = [v / div for v in xs]
+        label = f"{name} (mean of {n} seeds)" if n > 1 else name
+        (line,) = ax.plot(sx, mean, label=label, linewidth=1.6, **_marker(len(xs)))
+        if n > 1:
+            ax.fill_between(sx, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    _target_line(ax, target)
+    xlabel = ACCURACY_X[x] + (f" ({unit})" if unit else "")
+    _style(
+        ax,
+        f"Test accuracy vs {ACCURACY_X[x]} (band: min–max over seeds)",
+        xlabel,
+        "test accuracy (%)",
+    )
+    if x == "round":
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _target_line(ax: Any, target: float | None) -> None:
+    if target is None:
+        return
+    ax.axhline(100 * target, color="grey", linestyle="--", linewidth=1)
+    ax.annotate(
+        f"target {100 * target:.2f}%",
+        (0.0, 100 * target),
+        xycoords=("axes fraction", "data"),
+        xytext=(4, 3),
+        textcoords="offset points",
+        fontsize=8,
+        color="grey",
+    )
 
 
 def loss_curves(run: Run) -> Figure | None:

@@ -11,8 +11,17 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from fedsim.report import plots
+from fedsim.report.compare import (
+    BAND_NOTE,
+    COMPARE_FIGURES,
+    STD_NOTE,
+    aggregate_group,
+    build_comparison,
+    group_table,
+    human_table,
+)
 from fedsim.report.document import Image, Table, render_html, render_markdown
-from fedsim.report.rundir import Run, load_run
+from fedsim.report.rundir import Run, load_run, seed_dirs
 from fedsim.report.units import fmt_bytes, fmt_energy, fmt_pct, fmt_seconds
 
 # (file name, caption, figure builder); a builder returning None is skipped.
@@ -110,8 +119,11 @@ def _read_text(path: Path) -> str:
 
 
 def make_report(run_dir: Path) -> Path:
-    """Write run_dir/plots/*.png, run_dir/report.md and run_dir/report.html; return report.md."""
+    """Write run_dir/plots/*.png, run_dir/report.md and run_dir/report.html; return report.md.
+    A seeds folder (`fedsim run --seeds`: seed-N runs inside) gets the report of its repeats."""
     run_dir = Path(run_dir)
+    if seed_dirs(run_dir):
+        return make_seeds_report(run_dir)
     run = load_run(run_dir)
     plot_dir = run_dir / "plots"
     images: list[Image] = []
@@ -142,6 +154,55 @@ def make_report(run_dir: Path) -> Path:
     md.write_text(render_markdown(title, notes, blocks, run_dir), encoding="utf-8")
     (run_dir / "report.html").write_text(render_html(title, notes, blocks), encoding="utf-8")
     return md
+
+
+def make_seeds_report(folder: Path) -> Path:
+    """The report of one variant's repeats: each figure as mean ± std over the seeds and per
+    seed, accuracy as the mean with a min–max band; target = the scenario's
+    eval.target_accuracy (else 0.95 x the lowest best accuracy, as `fedsim compare`)."""
+    runs = seed_dirs(folder)
+    comp = build_comparison(runs, _scenario_target(runs[0]))
+    group = aggregate_group(folder.name, comp.runs, comp.rows)
+    per_seed = human_table(comp.rows)
+    shas = [
+        [r.name, f"`{r.summary.get('model_sha256', '–')}`", str(r.summary.get("seed", "–"))]
+        for r in comp.runs
+    ]
+    plot_dir = folder / "plots"
+    images = []
+    for name, caption, x in COMPARE_FIGURES:
+        fig = plots.accuracy_bands([(folder.name, comp.runs)], x, comp.target)
+        if fig is not None:
+            images.append(Image(f"{caption} ({BAND_NOTE})", plots.save(fig, plot_dir / name)))
+    name = comp.runs[0].summary.get("scenario") or _scenario_name(comp.runs[0])
+    title = f"fedsim report: {name}, {len(runs)} seeds"
+    notes = [
+        f"Seeds folder: {folder} ({', '.join(r.name for r in comp.runs)})",
+        comp.target_note + ".",
+        f"Mean ± std over the seeds; {STD_NOTE}. To-target figures average over the seeds "
+        "that reach the target ('reached target' says how many).",
+    ]
+    blocks: list[Table | Image] = [
+        group_table([group]),
+        Table("Per seed", per_seed.header, per_seed.rows),
+        Table("Final models", ["run", "model sha256", "seed"], shas),
+        *images,
+    ]
+    md = folder / "report.md"
+    md.write_text(render_markdown(title, notes, blocks, folder), encoding="utf-8")
+    (folder / "report.html").write_text(render_html(title, notes, blocks), encoding="utf-8")
+    return md
+
+
+def _scenario_target(run_dir: Path) -> float | None:
+    import tomllib
+
+    try:
+        doc = tomllib.loads(_read_text(run_dir / "scenario.toml"))
+    except tomllib.TOMLDecodeError:
+        return None
+    target = doc.get("eval", {}).get("target_accuracy")
+    return float(target) if isinstance(target, int | float) else None
 
 
 def report_command(args: Any) -> int:

@@ -8,6 +8,7 @@ tolerate a torn last line.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,19 +85,47 @@ def is_run_dir(path: Path) -> bool:
     return (path / "metrics.jsonl").is_file()
 
 
+SEED_DIR = re.compile(r"seed-(\d+)")  # `fedsim run --seeds`: OUT/[<variant>/]seed-N
+
+
+def seed_of_dir(path: Path) -> int | None:
+    m = SEED_DIR.fullmatch(path.name)
+    return int(m.group(1)) if m else None
+
+
+def seed_dirs(path: Path) -> list[Path]:
+    """The repeats inside a seeds folder (seed-N run directories), by seed."""
+    if not path.is_dir() or is_run_dir(path):
+        return []
+    found = [p for p in path.iterdir() if seed_of_dir(p) is not None and is_run_dir(p)]
+    return sorted(found, key=lambda p: seed_of_dir(p) or 0)
+
+
 def variant_dirs(path: Path) -> list[Path]:
-    """The run directories directly inside an experiment folder (a scenario with variants)."""
+    """The run directories inside an experiment folder (a scenario with variants), with each
+    variant's seed-N repeats in place of a seeds folder."""
     if not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if p.is_dir() and is_run_dir(p))
+    if seed_dirs(path):
+        return seed_dirs(path)
+    out: list[Path] = []
+    for p in sorted(p for p in path.iterdir() if p.is_dir()):
+        out.extend([p] if is_run_dir(p) else seed_dirs(p))
+    return out
 
 
 def not_a_run(path: Path) -> FedsimError:
     if not path.exists():
         return FedsimError(f"{path}: no such directory")
+    if seed_dirs(path):
+        names = ", ".join(p.name for p in seed_dirs(path))
+        return FedsimError(
+            f"{path}: a seeds folder with one run per seed ({names}), not a run directory; "
+            "name one of them (`fedsim report` and `fedsim compare` take the folder itself)"
+        )
     variants = variant_dirs(path)
     if variants:
-        names = ", ".join(p.name for p in variants)
+        names = ", ".join(str(p.relative_to(path)) for p in variants)
         return FedsimError(
             f"{path}: an experiment folder with variant runs ({names}), not a run directory; "
             "report one of them, or compare them with `fedsim compare`"

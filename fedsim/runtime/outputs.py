@@ -92,6 +92,12 @@ RUN_FILES = (
     "comparison.md",
     "comparison.html",
     "comparison.json",
+    "model.safetensors",
+    # the figures of an experiment's comparison (fedsim.report.compare.COMPARE_FIGURES)
+    "accuracy_vs_time.png",
+    "accuracy_vs_bytes.png",
+    "accuracy_vs_round.png",
+    "energy.png",
 )
 RUN_FOLDERS = ("plots", "checkpoints", "compare")
 
@@ -99,7 +105,14 @@ RUN_FOLDERS = ("plots", "checkpoints", "compare")
 def is_run_output(path: Path) -> bool:
     """A variant's run directory from an earlier run: it has the logs a run opens first
     (a folder of the user's that merely holds a scenario.toml is not one)."""
-    return path.is_dir() and all((path / f).is_file() for f in ("metrics.jsonl", "events.jsonl"))
+
+    def logs(p: Path) -> bool:
+        return all((p / f).is_file() for f in ("metrics.jsonl", "events.jsonl"))
+
+    if not path.is_dir():
+        return False
+    # or a seeds folder (`fedsim run --seeds`): one variant's runs in seed-N/
+    return logs(path) or any(p.name.startswith("seed-") and logs(p) for p in path.iterdir())
 
 
 def clean_run_dir(out_dir: Path) -> list[Path]:

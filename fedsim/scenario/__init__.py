@@ -5,8 +5,10 @@ from fedsim.scenario.load import (
     load_scenario,
     parse_override,
     register_check,
+    seed_scenarios,
     validate_doc,
     variant_scenarios,
+    with_seeds,
 )
 from fedsim.scenario.schema import Scenario
 
@@ -16,6 +18,8 @@ __all__ = [
     "load_scenario",
     "parse_override",
     "register_check",
+    "seed_scenarios",
     "validate_doc",
     "variant_scenarios",
+    "with_seeds",
 ]

@@ -88,7 +88,7 @@ def validate_doc(doc: dict, *, file: str | None = None) -> Scenario:
         ):
             msg = f"{msg} (got {err['input']!r})"
         raise ScenarioError(msg, file=file, field=_field_of(err["loc"])) from None
-    for check in (_variant_names, *_CHECKS):
+    for check in (_variant_names, _seed_keys, *_CHECKS):
         for field, msg in check(scenario):
             raise ScenarioError(msg, file=file, field=field)
     return scenario
@@ -117,6 +117,49 @@ def _variant_names(scenario: Scenario) -> Iterable[tuple[str, str]]:
                 f"{v.name!r} is reserved for the comparison written beside the variants",
             )
         seen.setdefault(key, i)
+
+
+def _seed_keys(scenario: Scenario) -> Iterable[tuple[str, str]]:
+    if scenario.seeds is not None and scenario.repeats is not None:
+        yield "repeats", "give seeds = [...] or repeats = N, not both"
+
+
+SEED_FOLDER = "seed-{}"  # one repeat's run directory inside OUT (or OUT/<variant>)
+
+
+def seed_scenarios(
+    scenario: Scenario, seeds: Sequence[int] | None = None, *, file: str | None = None
+) -> list[tuple[str, Scenario]]:
+    """One run per seed: [("seed-N", the scenario with seed = N), ...] for `seeds` (else the
+    file's `seeds`/`repeats`), or [("", scenario)] for a single run. Each repeat's resolved
+    scenario holds only its own seed, so its scenario.toml reruns exactly that run."""
+    chosen = list(seeds) if seeds is not None else scenario.seed_list()
+    if chosen is None:
+        return [("", scenario)]
+    base = scenario.model_dump()
+    return [
+        (
+            SEED_FOLDER.format(s),
+            validate_doc({**base, "seed": s, "seeds": None, "repeats": None}, file=file),
+        )
+        for s in chosen
+    ]
+
+
+def with_seeds(
+    runs: Sequence[tuple[str, Scenario]],
+    seeds: Sequence[int] | None = None,
+    *,
+    file: str | None = None,
+) -> list[tuple[str, Scenario]]:
+    """(name, scenario) runs, each repeated once per seed (`seeds`, else its own
+    seeds/repeats) as ("name/seed-N", ...) ("seed-N" for the unnamed run); a run without
+    seeds stays as it is."""
+    return [
+        ("/".join(p for p in (name, sub) if p), one)
+        for name, sc in runs
+        for sub, one in seed_scenarios(sc, seeds, file=file)
+    ]
 
 
 def read_toml(path: str | Path) -> dict:

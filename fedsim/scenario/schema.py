@@ -293,6 +293,15 @@ class Scenario(Strict):
         ge=0,
         description="seeds everything: init, partitions, selection, training, codecs, network",
     )
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="repeat the run (and each variant) once per seed into OUT/seed-N/ (OUT/VARIANT/seed-N/); "
+        "the comparison gives mean ± std over the seeds (`fedsim run --seeds 0,1,2`)",
+    )
+    repeats: int | None = Field(
+        None, ge=1, description="shorthand for seeds = [seed, seed + 1, ..., seed + repeats - 1]"
+    )
     rounds: int = Field(10, gt=0, description="number of rounds (sync) or aggregations (async)")
     data: DataCfg = Field(default_factory=DataCfg)
     model: ModelCfg = Field(default_factory=ModelCfg)
@@ -307,3 +316,23 @@ class Scenario(Strict):
     variants: list[Variant] = Field(
         default_factory=list, description="[[variants]]: name + keys deep-merged over this file"
     )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if min(v) < 0:
+            raise ValueError("every seed must be >= 0")
+        twice = next((s for i, s in enumerate(v) if s in v[:i]), None)
+        if twice is not None:
+            raise ValueError(f"seed {twice} is listed twice (each seed runs into its own folder)")
+        return v
+
+    def seed_list(self) -> list[int] | None:
+        """The seeds to repeat the run with (`seeds`, or `repeats` from `seed`); None: one run."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        if self.repeats is not None:
+            return [self.seed + i for i in range(self.repeats)]
+        return None

@@ -100,14 +100,16 @@ def test_run_experiment_sweep_and_seeds(tiny, tmp_path):
     exp = fedsim.run_experiment(
         tiny, {"rounds": 1}, out=tmp_path / "exp", sweep={"train.lr": [0.05, 0.1]}, seeds=[0, 1]
     )
-    names = ["lr-0.05_seed-0", "lr-0.05_seed-1", "lr-0.1_seed-0", "lr-0.1_seed-1"]
-    assert list(exp) == names
-    assert exp["lr-0.1_seed-1"].scenario.seed == 1
-    assert exp["lr-0.1_seed-1"].scenario.train.lr == 0.1
+    names = ["lr-0.05/seed-0", "lr-0.05/seed-1", "lr-0.1/seed-0", "lr-0.1/seed-1"]
+    assert list(exp) == names  # OUT/<variant>/seed-N, as fedsim run --seeds
+    assert exp["lr-0.1/seed-1"].path == tmp_path / "exp" / "lr-0.1" / "seed-1"
+    assert exp["lr-0.1/seed-1"].scenario.seed == 1
+    assert exp["lr-0.1/seed-1"].scenario.train.lr == 0.1
     hashes = {n: exp[n].summary["model_sha256"] for n in names}
     assert len(set(hashes.values())) == 4
     single = fedsim.run(tiny, {"rounds": 1, "seed": 1, "train.lr": 0.1})
-    assert single.summary["model_sha256"] == hashes["lr-0.1_seed-1"]
+    assert single.summary["model_sha256"] == hashes["lr-0.1/seed-1"]
+    assert [g["run"] for g in exp.comparison["groups"]] == ["lr-0.05", "lr-0.1"]
     loaded = fedsim.load_run(tmp_path / "exp")
     assert isinstance(loaded, fedsim.ExperimentResult) and list(loaded) == names
     pd = pytest.importorskip("pandas")
