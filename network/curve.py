@@ -157,6 +157,11 @@ def server_keys(folder: str | Path) -> tuple[bytes, bytes]:
     f = Path(folder)
     if (f / SERVER / f"{SERVER}.key_secret").exists():
         raise KeyFolderError(f"{f} holds the key folders: point runtime.curve_keys at {f / SERVER}")
+    if (f / f"{FIRST_WORKER}.key_secret").exists():
+        raise KeyFolderError(
+            f"{f} is a worker's folder; the coordinator needs DIR/{SERVER} of the same "
+            "`fedsim keys generate DIR`"
+        )
     pub, sec = _load(
         f / f"{SERVER}.key_secret",
         secret=True,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fedsim.runtime.client import ClientRunner
 
 FAULT_KINDS = ("kill", "corrupt", "negstep")
+RUN_FOLDER_ENV = "FEDSIM_RUN_FOLDER"  # set for the workers a coordinator spawns
 
 
 # ---- test-only fault injection ------------------------------------------------------------
@@ -164,6 +165,7 @@ async def serve(
     beater = asyncio.ensure_future(_beat(sock, heartbeat)) if heartbeat else None
     last_seen = time.monotonic()
     parent = os.getppid()
+    spawned = RUN_FOLDER_ENV in os.environ  # a coordinator's local worker: dies with it
     joined = runner is not None
     done = 0
     try:
@@ -178,8 +180,9 @@ async def serve(
                         raise RuntimeFailure(_no_answer(link, silent))
                     say(f"exit 3: no word from the coordinator for {silent:.0f}s")
                     return 3  # the coordinator is gone
-                if parent != 1 and os.getppid() == 1:
+                if spawned and os.getppid() != parent:
                     say("exit 3: the process that started this worker has died")
+                    _remove_dead_parents_folder(parent)
                     return 3
                 continue
             last_seen = time.monotonic()
@@ -223,6 +226,16 @@ async def serve(
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _remove_dead_parents_folder(parent: int) -> None:
+    """A coordinator killed outright cannot remove its private folder (ipc socket, local
+    worker keys); the local workers it spawned, told where it is, do it for it."""
+    folder = os.environ.get(RUN_FOLDER_ENV)
+    if folder and os.path.basename(folder).startswith(f"{transport.RUN_FOLDER_PREFIX}{parent}-"):
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _scenario_name(env: dict) -> str:
     import tomllib
 
@@ -264,7 +277,7 @@ async def _watch_link(monitor: zmq.asyncio.Socket, link: Link, say: Callable[[st
                 link.connected, link.problem = True, None
             elif kind == zmq.EVENT_DISCONNECTED and link.connected:
                 say(f"failure: lost the connection to {link.endpoint}; reconnecting")
-            elif kind == zmq.EVENT_CONNECT_RETRIED and not link.connected:
+            elif kind == zmq.EVENT_CONNECT_RETRIED and not link.connected and not link.problem:
                 link.problem = "the connection is refused or the host unreachable"
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 link.fatal = (
@@ -352,9 +365,9 @@ def run_worker(
             )
         finally:
             if watcher is not None:
+                sock.disable_monitor()  # while the monitor socket is still open to hear it
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
-                sock.disable_monitor()
             sock.close(linger=transport.LINGER_MS)
             ctx.term()
 

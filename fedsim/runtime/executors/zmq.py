@@ -34,6 +34,7 @@ from fedsim.codecs.wire import WireError
 from fedsim.errors import RuntimeFailure
 from fedsim.network import curve, transport
 from fedsim.runtime import protocol as P
+from fedsim.runtime.executors.actor import RUN_FOLDER_ENV
 from fedsim.runtime.executors.base import PoolExecutor, Worker
 
 
@@ -220,6 +221,7 @@ class ZmqWorkerExecutor(RouterExecutor):
         if self._local_keys is not None:
             cmd += ["--keys", str(self._local_keys)]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), FEDSIM_WORKER_INDEX=str(index))
+        env[RUN_FOLDER_ENV] = str(self._folder)  # a worker outliving us removes it
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         self.on_event("worker_spawned", index=index, pid=proc.pid)
@@ -244,6 +246,8 @@ class ZmqWorkerExecutor(RouterExecutor):
                 transport.send_nowait(self.router, [w.key, P.pack_envelope(P.HEARTBEAT)], _ignore)
 
     async def close(self) -> None:
+        if self.auth is not None and self.router is not None:
+            self.router.disable_monitor()  # before its monitor socket closes
         await self._stop_background()
         self._shutdown_workers()
         deadline = time.monotonic() + 5
