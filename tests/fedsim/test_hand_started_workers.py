@@ -65,7 +65,12 @@ def worker(port: int, *args: str, env=None, prefix=FEDSIM) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen, timeout=180) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     assert "Traceback" not in err, err
     return proc.returncode, err
 

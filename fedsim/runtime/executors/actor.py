@@ -171,7 +171,7 @@ async def serve(
     try:
         while True:
             frames = await transport.recv_frames(sock, timeout=heartbeat)
-            if link is not None and link.fatal and not joined:
+            if link is not None and link.fatal:  # refused by CURVE (also on a reconnect)
                 raise RuntimeFailure(link.fatal)
             if frames is None:
                 silent = time.monotonic() - last_seen
