@@ -11,6 +11,7 @@ import zmq
 from fedsim.network import curve, transport
 
 from fedsim.cli import main
+from fedsim.runtime import protocol as P
 from fedsim.scenario import load_scenario
 
 
@@ -190,3 +191,51 @@ curve_keys = "keys/server"
     assert sc.runtime.state_dir == str(sub / "state")
     assert sc.runtime.curve_keys == str(sub / "keys" / "server")
     assert main(["validate", "exp/s.toml"]) == 0
+
+
+def test_folders_of_the_wrong_role_are_bad_input(tmp_path, capsys):
+    keys = tmp_path / "keys"
+    curve.generate_keys(keys)
+    scen = tmp_path / "s.toml"
+    for folder, words in ((keys, "point runtime.curve_keys at"), (keys / "worker", "worker's")):
+        scen.write_text(f'name = "k"\n[runtime]\ncurve_keys = "{folder}"\n')
+        assert main(["validate", str(scen)]) == 2
+        err = capsys.readouterr().err
+        assert "runtime.curve_keys" in err and words in err and len(err.splitlines()) == 1
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedsim", "worker", "--connect", "tcp://127.0.0.1:9"]
+        + ["--keys", str(keys / "server")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--keys:" in proc.stderr and "a worker needs its own" in proc.stderr
+
+
+def test_a_ray_actor_that_cannot_set_up_stops_the_run(tmp_path):
+    """The actor answers ready() with ERROR; the executor fails the run at once with it."""
+    import asyncio
+    import concurrent.futures
+
+    from fedsim.runtime.executors.ray import ClientActor, RayExecutor
+    from fedsim.scenario import dump_scenario
+    from fedsim.scenario.load import validate_doc
+
+    sc = validate_doc({"name": "r", "model": {"name": "not_installed_anywhere:build"}})
+    toml = dump_scenario(sc)
+    frames = ClientActor(toml, 1).ready()
+    env = P.unpack_envelope(frames[0])
+    assert env["type"] == "error" and "not_installed_anywhere" in env["message"]
+
+    async def go():
+        ex = RayExecutor(sc, toml)
+        ex.handles[0] = object()
+        fut = concurrent.futures.Future()
+        fut.set_result(frames)
+        ex._on_ready(0, fut)
+        return ex.pool.fatal
+
+    fatal = asyncio.run(go())
+    assert fatal is not None and "could not build its client runner" in str(fatal)
+    assert "not_installed_anywhere" in str(fatal)
