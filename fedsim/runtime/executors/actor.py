@@ -199,11 +199,13 @@ async def serve(
                     scenario = str(env.get("scenario"))
                     try:
                         runner = await loop.run_in_executor(pool, build_runner, scenario, threads)
-                    except Exception as e:
-                        why = f"{type(e).__name__}: {e}" if not isinstance(e, FedsimError) else e
-                        await sock.send_multipart(error_frames(str(why)))
-                        if not isinstance(e, FedsimError):
-                            raise
+                    except Exception as e:  # the coordinator stops with this message
+                        ours = isinstance(e, FedsimError)
+                        await sock.send_multipart(
+                            error_frames(str(e) if ours else f"{type(e).__name__}: {e}")
+                        )
+                        if not ours:
+                            raise  # a bug: reported as one by the CLI
                         say(f"error: cannot set up the scenario: {e}")
                         return 2
                 joined = True
