@@ -66,7 +66,7 @@ def echo_fedsim(endpoint: str) -> int:
     configure_socket(sock)
     sock.setsockopt(zmq.IDENTITY, uuid.uuid4().bytes)
     sock.connect(endpoint)
-    sock.send_multipart([P.pack_envelope(P.HELLO, pid=0, host="bench")])
+    sock.send_multipart([P.hello_envelope(0, "bench")])
     while True:
         frames = sock.recv_multipart(copy=False)
         bufs = [f.buffer for f in frames]

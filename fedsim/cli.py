@@ -388,16 +388,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
         threads=args.threads,
         heartbeat=args.heartbeat,
         timeout=args.timeout,
+        quiet=args.quiet,
     )
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from fedsim.network.transport import generate_keys
+    from fedsim.network import curve
 
-    for p in generate_keys(args.dir):
+    d = Path(args.dir)
+    try:
+        if args.keys_command == "generate":
+            paths = curve.generate_keys(d, force=args.force)
+            name = curve.FIRST_WORKER
+        else:
+            paths = curve.add_worker(d, args.name, force=args.force)
+            name = args.name
+    except curve.KeyFolderError as e:
+        raise UsageError(f"fedsim keys {args.keys_command}: {e}") from None
+    for p in paths:
         print(p)
     print(
-        f'set runtime.curve_keys = "{args.dir}" on the coordinator; give workers --keys {args.dir}'
+        f'coordinator host: {d / curve.SERVER} (runtime.curve_keys = "{d / curve.SERVER}"); '
+        f"worker host: {d / name} only (fedsim worker --keys {d / name}); "
+        f"revoke: delete {d / curve.SERVER / curve.AUTHORIZED / (name + '.key')}"
     )
     return 0
 
@@ -488,7 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--connect", required=True, metavar="ENDPOINT", help="e.g. tcp://host:5555 or ipc:///path"
     )
-    w.add_argument("--keys", help="CURVE key folder from `fedsim keys generate`")
+    w.add_argument(
+        "--keys",
+        metavar="DIR/NAME",
+        help="this worker's CURVE folder from `fedsim keys generate DIR` (DIR/worker) or "
+        "`fedsim keys add-worker DIR NAME`",
+    )
+    w.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no line on connect, join, failure and exit (a failure to join is still said)",
+    )
     w.add_argument(
         "--threads", type=int, default=1, help="torch threads (must match the coordinator's)"
     )
@@ -505,9 +528,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("keys", help="CURVE keys for tcp beyond localhost")
     ksub = k.add_subparsers(dest="keys_command", parser_class=_Parser, required=True)
-    kg = ksub.add_parser("generate", help="write server and worker key pairs into DIR")
-    kg.add_argument("dir", help="folder to write the key files into")
+    kg = ksub.add_parser(
+        "generate",
+        help="DIR/server (coordinator pair, authorized worker keys) and DIR/worker (one worker pair)",
+    )
+    kg.add_argument("dir", help="folder to write the key folders into")
+    kg.add_argument("--force", action="store_true", help="replace every key of an existing DIR")
     kg.set_defaults(fn=cmd_keys)
+    ka = ksub.add_parser(
+        "add-worker", help="one more worker identity: DIR/NAME, its public key authorized"
+    )
+    ka.add_argument("dir", help="a folder from `fedsim keys generate`")
+    ka.add_argument("name", help="the worker identity's name (a folder name)")
+    ka.add_argument("--force", action="store_true", help="give an existing NAME new keys")
+    ka.set_defaults(fn=cmd_keys)
 
     t = sub.add_parser("traffic", help="summaries and filters over a run's traffic.jsonl")
     t.add_argument("run_dir", help="a run directory (with traffic.jsonl)")

@@ -1,16 +1,17 @@
-"""ZeroMQ socket mechanics for the runtime (docs/protocol.md): options, CURVE keys, receiving.
+"""ZeroMQ socket mechanics for the runtime (docs/protocol.md): options, private folders, receiving.
 
 The runtime's messages and state machines live in `fedsim.runtime`; this module is only the
 mechanism under them, so it imports pyzmq and nothing of the FL layer. Every socket gets
 small high-water marks (messages are large, flow control is credit-based), a bounded
-message size and a finite linger. CURVE keys are the pairs `fedsim keys generate DIR`
-writes: `server.key(_secret)` for the coordinator, `worker.key(_secret)` for workers.
+message size and a finite linger. CURVE key folders and the authenticator are in `curve.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import zmq
@@ -29,60 +30,46 @@ def configure_socket(sock: zmq.Socket, *, max_msg: int = MAX_MESSAGE) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
 
 
-# ---- CURVE ----------------------------------------------------------------------------------
+# ---- the coordinator's private folder ------------------------------------------------------
+
+RUN_FOLDER_PREFIX = "fedsim-run-"  # + coordinator pid + "-" + random
 
 
-def load_curve_keys(keys_dir: str | Path, role: str) -> tuple[bytes, bytes]:
-    """(public, secret) for role 'server' or 'worker'; FileNotFoundError names the fix."""
-    import zmq.auth
-
-    path = Path(keys_dir) / f"{role}.key_secret"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"runtime.curve_keys: {path} not found (run `fedsim keys generate {keys_dir}`)"
-        )
-    public, secret = zmq.auth.load_certificate(str(path))
-    return public, secret
+def run_folder() -> Path:
+    """A private folder (mode 0700) for this coordinator's ipc socket and its local workers'
+    keys, named after our pid so that a later coordinator can tell it is stale."""
+    remove_stale_run_folders()
+    return Path(tempfile.mkdtemp(prefix=f"{RUN_FOLDER_PREFIX}{os.getpid()}-"))
 
 
-def generate_keys(keys_dir: str | Path) -> list[Path]:
-    """Write fresh server and worker key pairs into keys_dir (secrets readable by owner only)."""
-    import zmq.auth
-
-    d = Path(keys_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    out = []
-    for role in ("server", "worker"):
-        for suffix in (".key", ".key_secret"):
-            p = d / f"{role}{suffix}"
-            if p.exists():
-                p.unlink()
-        pub, sec = zmq.auth.create_certificates(str(d), role)
-        os.chmod(sec, 0o600)
-        out += [Path(pub), Path(sec)]
-    return out
+def remove_run_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def curve_server(ctx: zmq.asyncio.Context, sock: zmq.Socket, keys_dir: str | Path):
-    """Make sock a CURVE server accepting only the public keys in keys_dir; returns the
-    running authenticator (stop it when the socket closes)."""
-    from zmq.auth.asyncio import AsyncioAuthenticator
+def remove_stale_run_folders(tmp: str | Path | None = None) -> list[Path]:
+    """Remove the run folders of coordinators that died without cleaning up (SIGKILL):
+    ours (same owner), named after a pid that no longer runs."""
+    removed = []
+    for folder in Path(tmp or tempfile.gettempdir()).glob(f"{RUN_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(RUN_FOLDER_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.lstat().st_uid != os.getuid() or _alive(int(pid)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
-    pub, sec = load_curve_keys(keys_dir, "server")
-    auth = AsyncioAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(Path(keys_dir)))
-    sock.curve_server = True
-    sock.curve_publickey = pub
-    sock.curve_secretkey = sec
-    return auth
 
-
-def curve_client(sock: zmq.Socket, keys_dir: str | Path) -> None:
-    """Present the worker key pair and expect the server's public key."""
-    pub, sec = load_curve_keys(keys_dir, "worker")
-    server_pub, _ = load_curve_keys(keys_dir, "server")
-    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, server_pub
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---- receiving ------------------------------------------------------------------------------

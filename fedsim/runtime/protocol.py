@@ -29,6 +29,13 @@ RESULT = "result"
 ERROR = "error"
 HEARTBEAT = "heartbeat"
 SHUTDOWN = "shutdown"
+REFUSE = "refuse"
+
+# Versions a hello carries; a worker whose fedsim or torch differs from the coordinator's is
+# refused (its clients would not train bit for bit as the coordinator's do). numpy is
+# reported, for the record. Local build tags (torch's "+cpu", "+cu130") are not compared.
+VERSIONS = ("fedsim", "torch", "numpy")
+MUST_MATCH = ("fedsim", "torch")
 
 
 def pack_envelope(kind: str, **fields: Any) -> bytes:
@@ -137,12 +144,49 @@ def _split(frames: Sequence[Any], env: dict, first: str, second: str) -> tuple[l
 
 
 def parse_hello(env: dict) -> tuple[int, str]:
-    """(pid, host) of a `hello`: pid a non-negative integer, host a string."""
-    pid = _int(env, "pid")
+    """(pid, host) of a `hello` (or a Ray actor's `ready`): pid a non-negative integer, host
+    a string."""
+    pid = env.get("pid")
     host = env.get("host", "")
-    if pid < 0 or not isinstance(host, str):
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0 or not isinstance(host, str):
         raise WireError("hello needs pid (a non-negative integer) and host (a string)")
     return pid, host
+
+
+def local_versions() -> dict[str, str]:
+    """The versions a hello carries, of this process."""
+    import torch
+
+    import fedsim
+
+    return {"fedsim": fedsim.__version__, "torch": torch.__version__, "numpy": np.__version__}
+
+
+def hello_envelope(pid: int, host: str, versions: dict[str, str] | None = None) -> bytes:
+    return pack_envelope(HELLO, pid=pid, host=host, **(versions or local_versions()))
+
+
+def parse_versions(env: dict) -> dict[str, str]:
+    """The hello's `fedsim`, `torch` and `numpy` versions, each a non-empty string."""
+    out = {}
+    for name in VERSIONS:
+        v = env.get(name)
+        if not isinstance(v, str) or not v or len(v) > 64:
+            raise WireError(f"hello needs {name!r} (the worker's {name} version, a string)")
+        out[name] = v
+    return out
+
+
+def version_refusal(theirs: dict[str, str], ours: dict[str, str]) -> str | None:
+    """Why a worker with `theirs` versions cannot train for a coordinator with `ours`."""
+    for name in MUST_MATCH:
+        a, b = theirs[name].split("+")[0], ours[name].split("+")[0]
+        if a != b:
+            return (
+                f"{name} {theirs[name]} on the worker, {ours[name]} on the coordinator: "
+                f"install the same {name} version on both"
+            )
+    return None
 
 
 def parse_task(frames: Sequence[Any], env: dict) -> Task:

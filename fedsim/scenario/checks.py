@@ -108,14 +108,12 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
         )
     _check_runtime(sc, file)
     if sc.runtime.curve_keys:
-        from pathlib import Path
+        from fedsim.network import curve
 
-        if not (Path(sc.runtime.curve_keys) / "server.key_secret").exists():
-            _fail(
-                file,
-                "runtime.curve_keys",
-                f"{sc.runtime.curve_keys} has no server.key_secret (run fedsim keys generate)",
-            )
+        try:  # the coordinator's folder: DIR/server of `fedsim keys generate DIR`
+            curve.server_keys(sc.runtime.curve_keys)
+        except curve.KeyFolderError as e:
+            _fail(file, "runtime.curve_keys", str(e))
     _check_model_and_memory(sc, file)
 
 

@@ -193,18 +193,28 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     return scenario
 
 
+# Settings naming a file or folder: a relative one is relative to the scenario file.
+PATH_FIELDS = (
+    ("data", "path"),
+    ("data", "root"),
+    ("network.availability", "trace"),
+    ("runtime", "state_dir"),
+    ("runtime", "curve_keys"),
+)
+
+
 def _resolve_paths(scenario: Scenario, base: Path) -> None:
-    """Relative file settings are relative to the scenario file, as a reader expects."""
-    trace = scenario.network.availability.trace
-    if trace and not Path(trace).is_absolute():
-        candidate = base / trace
-        if candidate.exists() or not Path(trace).exists():
-            scenario.network.availability.trace = str(candidate)
-    data = scenario.data.path
-    if data and not Path(data).is_absolute():
-        candidate = base / data
-        if candidate.exists() or not Path(data).exists():
-            scenario.data.path = str(candidate)
+    """Relative file settings are relative to the scenario file, as a reader expects (one
+    that exists only relative to the working directory is left as it is)."""
+    for section, name in PATH_FIELDS:
+        node = scenario
+        for part in section.split("."):
+            node = getattr(node, part)
+        value = getattr(node, name)
+        if value and not Path(value).is_absolute():
+            candidate = base / value
+            if candidate.exists() or not Path(value).exists():
+                setattr(node, name, str(candidate))
 
 
 def variant_scenarios(scenario: Scenario, *, file: str | None = None) -> list[tuple[str, Scenario]]:

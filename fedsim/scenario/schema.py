@@ -71,7 +71,9 @@ class DataCfg(Strict):
         description='see `fedsim list datasets`; "npz", "csv", "image-folder" read data.path; '
         'or an import path "package.module:load" (docs/extending.md)',
     )
-    root: str | None = Field(None, description="folder holding torchvision dataset files")
+    root: str | None = Field(
+        None, description="folder holding torchvision dataset files (relative to the scenario file)"
+    )
     download: bool = Field(False, description="let torchvision download missing files")
     path: str | None = Field(
         None,
@@ -154,7 +156,8 @@ class AvailabilityCfg(Strict):
     mean_on: Period = Field(3600.0, description="mean online period (markov), > 0")
     mean_off: Period = Field(600.0, description="mean offline period (markov), > 0")
     trace: str | None = Field(
-        None, description="CSV client_id,start,end or JSON {client: [[start,end],...]} (trace)"
+        None,
+        description="CSV client_id,start,end or JSON {client: [[start,end],...]} (trace; relative to the scenario file)",
     )
 
 
@@ -235,7 +238,8 @@ class RuntimeCfg(Strict):
         description="where per-client state (error-feedback residuals) lives between rounds",
     )
     state_dir: str | None = Field(
-        None, description="folder for state_store = disk (default: a temporary one)"
+        None,
+        description="folder for state_store = disk (default: a temporary one; relative to the scenario file)",
     )
     endpoint: str | None = Field(
         None,
@@ -251,7 +255,8 @@ class RuntimeCfg(Strict):
         60.0, description="with no worker left, wait this long for one to join, then stop"
     )
     curve_keys: str | None = Field(
-        None, description="folder from `fedsim keys generate`: CURVE-encrypt and authenticate tcp"
+        None,
+        description="DIR/server of `fedsim keys generate DIR` (relative to the scenario file): CURVE-encrypt and authenticate workers",
     )
     ray_address: str | None = Field(
         None,

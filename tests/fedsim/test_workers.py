@@ -176,7 +176,7 @@ def test_curve_rejects_peer_without_keys(tmp_path):
     )
     port = _free_port()
     text = SHORT.replace(
-        "[runtime]", f'[runtime]\ncurve_keys = "{keys}"\nendpoint = "tcp://127.0.0.1:{port}"'
+        "[runtime]", f'[runtime]\ncurve_keys = "{keys}/server"\nendpoint = "tcp://127.0.0.1:{port}"'
     )
     scen = tmp_path / "s.toml"
     scen.write_text(text)
@@ -222,3 +222,5 @@ def test_curve_rejects_peer_without_keys(tmp_path):
     assert got == []
     joined = [e for e in events(out) if e["event"] == "worker_joined"]
     assert len(joined) == 1 and joined[0]["host"] != "rogue"
+    refused = [e for e in events(out) if e["event"] == "peer_refused"]
+    assert refused and "does not use CURVE" in refused[0]["reason"]

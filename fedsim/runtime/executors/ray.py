@@ -18,6 +18,9 @@ Failures of the machinery: an actor whose process or node dies (RayActorError,
 WorkerCrashedError, NodeDiedError, lost objects, ...) is lost — the `WorkerPool` re-queues
 its calls, and a replacement actor is started wherever Ray finds resources. An exception
 raised by client training itself is the experiment's error and stops the run.
+
+A local Ray instance (no `runtime.ray_address`) belongs to the run: a watchdog process
+(ray_watchdog.py) ends whatever of it is left when the coordinator closes or dies.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ import collections
 import math
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fedsim.errors import RuntimeFailure
@@ -84,6 +90,35 @@ class ClientActor:
         return [bytes(f) for f in frames]
 
 
+# ---- the local instance's watchdog -------------------------------------------------------
+
+
+def start_watchdog(context: Any) -> subprocess.Popen | None:
+    """A process that ends the local Ray instance's processes when our pipe to it closes:
+    at `close()`, or when the coordinator dies, even by SIGKILL (ray_watchdog.py)."""
+    try:
+        session = Path(context.address_info["session_dir"]).name
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("ray_watchdog.py")), session],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # a signal to our process group does not end it first
+    )
+
+
+def stop_watchdog(proc: subprocess.Popen | None) -> None:
+    """Close its pipe: it sweeps what Ray left (agents) and exits."""
+    if proc is None:
+        return
+    try:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+
+
 # ---- the coordinator side -----------------------------------------------------------------
 
 
@@ -130,6 +165,7 @@ class RayExecutor(PoolExecutor):
         self.closing = False
         self._payloads: collections.OrderedDict[int, tuple[Any, Any]] = collections.OrderedDict()
         self._actor_cls: Any = None
+        self._watchdog: subprocess.Popen | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,13 +183,15 @@ class RayExecutor(PoolExecutor):
                 n = self.n_actors or DEFAULT_LOCAL_ACTORS
                 kwargs["num_cpus"] = max(1, math.ceil(n * self.cpus))
             try:
-                ray.init(**kwargs)
+                context = ray.init(**kwargs)
             except Exception as e:
                 where = self.address or "a local instance"
                 raise RuntimeFailure(
                     f"could not start or reach Ray ({where}): {type(e).__name__}: {e}"
                 ) from None
             self.owns_ray = True
+            if not self.address:
+                self._watchdog = start_watchdog(context)
         resources = ray.cluster_resources()
         if self.n_actors is None:
             fit = resources.get("CPU", 0.0) / self.cpus if self.cpus > 0 else math.inf
@@ -208,6 +246,8 @@ class RayExecutor(PoolExecutor):
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
             self.owns_ray = False
+        stop_watchdog(self._watchdog)
+        self._watchdog = None
 
     def _drop(self, index: int, handle: Any) -> None:
         for f in self.calls.pop(index, ()):

@@ -7,14 +7,21 @@ ClientRunner and says READY; then TASK -> RESULT, one task at a time per worker
 HEARTBEATs; a worker that is silent for `worker_timeout` seconds, or whose local process
 has exited, is lost and its task re-run elsewhere (the `WorkerPool`'s rules). Events go to
 events.jsonl through `on_event`, never into the simulated network.
+
+A HELLO whose fields are malformed, or whose fedsim or torch version differs from ours, is
+answered REFUSE with the reason (`worker_refused`). A worker that cannot build its runner at
+SETUP answers ERROR, and the run stops at once with its message. With `runtime.curve_keys`
+the ROUTER is a CURVE server: ZAP lets in the keys of `DIR/server/authorized` and the
+coordinator's own local workers (a key pair made for this run, in its private folder); every
+refused peer is logged (`peer_refused`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +32,9 @@ import zmq.asyncio
 
 from fedsim.codecs.wire import WireError
 from fedsim.errors import RuntimeFailure
-from fedsim.network import transport
+from fedsim.network import curve, transport
 from fedsim.runtime import protocol as P
+from fedsim.runtime.executors.actor import RUN_FOLDER_ENV
 from fedsim.runtime.executors.base import PoolExecutor, Worker
 
 
@@ -43,6 +51,7 @@ class RouterExecutor(PoolExecutor):
         self.scenario_toml = scenario_toml
         self.ctx = zmq.asyncio.Context()
         self.router: zmq.asyncio.Socket | None = None
+        self.versions = P.local_versions()
 
     def _open_router(self) -> zmq.asyncio.Socket:
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -71,18 +80,50 @@ class RouterExecutor(PoolExecutor):
                 env = {"type": None}
             kind = env["type"]
             if kind == P.HELLO:
-                try:
-                    pid, host = P.parse_hello(env)
-                except WireError:
-                    continue  # not a worker of ours
-                self.pool.join(ident, ident.hex(), pid=pid, host=host)
-                self._send_to(ident, P.pack_envelope(P.SETUP, scenario=self.scenario_toml))
+                self._hello(ident, env)
+            elif kind == P.ERROR and self._setup_error(ident, env):
+                pass
             elif kind == P.READY:
                 self.pool.ready(ident)
             elif kind == P.HEARTBEAT:
                 self.pool.seen(ident)
             else:  # a result, an error or garbage: the pool judges
                 self.pool.answer(ident, frames)
+
+    def _hello(self, ident: bytes, env: dict) -> None:
+        """Join a worker whose hello is well-formed and whose versions match ours; else tell
+        it why not (it exits with that line) and log `worker_refused`."""
+        pid, host = env.get("pid"), env.get("host")
+        try:
+            pid, host = P.parse_hello(env)
+            why = P.version_refusal(P.parse_versions(env), self.versions)
+        except WireError as e:
+            why = f"malformed hello: {e}"
+        if why is not None:
+            self.on_event(
+                "worker_refused",
+                worker=ident.hex(),
+                pid=pid if isinstance(pid, int) else None,
+                host=host if isinstance(host, str) else None,
+                reason=why,
+            )
+            self._send_to(ident, P.pack_envelope(P.REFUSE, reason=why))
+            return
+        versions = {k: env[k] for k in P.VERSIONS}
+        self.pool.join(ident, ident.hex(), pid=pid, host=host, **versions)
+        self._send_to(ident, P.pack_envelope(P.SETUP, scenario=self.scenario_toml))
+
+    def _setup_error(self, ident: bytes, env: dict) -> bool:
+        """An ERROR from a worker that joined but is not ready: it could not build its client
+        runner from the scenario; that will not get better elsewhere, so stop now."""
+        w = self.pool.workers.get(ident)
+        if w is None or w.ready:
+            return w is None  # a stranger's error is dropped; a ready worker's goes to the pool
+        where = f"{w.name} (pid {w.pid}{', ' + w.host if w.host else ''})"
+        self.pool.fail(
+            RuntimeFailure(f"worker {where} could not set up the scenario: {env.get('message')}")
+        )
+        return True
 
     def _shutdown_workers(self) -> None:
         if self.router is None:
@@ -114,24 +155,22 @@ class ZmqWorkerExecutor(RouterExecutor):
         self.keys_dir = rt.curve_keys
         self.threads = rt.torch_threads
         self.procs: list[subprocess.Popen] = []
-        self._ipc_dir: str | None = None
-        self.auth = None
+        self._folder: Path | None = None  # private: ipc socket, local workers' keys
+        self._local_keys: Path | None = None
+        self.auth: curve.Authenticator | None = None
         self.bound = ""
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         router = self._open_router()
+        self._folder = transport.run_folder()
         if self.keys_dir:
-            try:
-                self.auth = transport.curve_server(self.ctx, router, self.keys_dir)
-            except FileNotFoundError as e:
-                raise RuntimeFailure(str(e)) from None
+            self._start_curve(router)
         if self.endpoint:
             router.bind(self.endpoint)
             self.bound = router.getsockopt(zmq.LAST_ENDPOINT).decode()
         elif self.transport == "ipc":
-            self._ipc_dir = tempfile.mkdtemp(prefix="fedsim-")
-            self.bound = f"ipc://{self._ipc_dir}/coordinator.sock"
+            self.bound = f"ipc://{self._folder}/coordinator.sock"
             router.bind(self.bound)
         else:
             port = router.bind_to_random_port("tcp://127.0.0.1")
@@ -142,13 +181,47 @@ class ZmqWorkerExecutor(RouterExecutor):
         self._background(self._pump())
         self._background(self._watch())
 
+    def _start_curve(self, router: zmq.asyncio.Socket) -> None:
+        """CURVE server with ZAP; our own local workers get a key pair made for this run."""
+        try:
+            curve.make_server(router, self.keys_dir)
+            local = []
+            if self.spawn:
+                self._local_keys = self._folder / "local-worker"
+                curve.local_identity(self.keys_dir, self._local_keys)
+                local = [curve.worker_keys(self._local_keys)[0]]
+        except curve.KeyFolderError as e:
+            raise RuntimeFailure(f"runtime.curve_keys: {e}") from None
+        self.auth = curve.Authenticator(self.ctx, self.keys_dir, self._refused, extra=set(local))
+        self.auth.start()
+        self._background(self._watch_handshakes(router.get_monitor_socket()))
+
+    def _refused(self, **fields: Any) -> None:
+        self.on_event("peer_refused", **fields)
+
+    async def _watch_handshakes(self, monitor: zmq.asyncio.Socket) -> None:
+        """Peers that fail the CURVE handshake before ZAP is asked (no CURVE at all, or a key
+        folder made for another coordinator) are refused peers too."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                    self.auth.report("", "", curve.handshake_failure(event["value"]))
+                elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                    self.auth.report("", "", "handshake failed: the peer closed the connection")
+        finally:
+            monitor.close(linger=0)
+
     def spawn_worker(self, index: int) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "fedsim", "worker", "--connect", self.bound]
+        cmd = [sys.executable, "-m", "fedsim", "worker", "--connect", self.bound, "--quiet"]
         cmd += ["--threads", str(self.threads)]
         cmd += ["--heartbeat", str(self.interval), "--timeout", str(self.timeout)]
-        if self.keys_dir:
-            cmd += ["--keys", str(self.keys_dir)]
+        if self._local_keys is not None:
+            cmd += ["--keys", str(self._local_keys)]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), FEDSIM_WORKER_INDEX=str(index))
+        env[RUN_FOLDER_ENV] = str(self._folder)  # a worker outliving us removes it
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         self.on_event("worker_spawned", index=index, pid=proc.pid)
@@ -173,6 +246,8 @@ class ZmqWorkerExecutor(RouterExecutor):
                 transport.send_nowait(self.router, [w.key, P.pack_envelope(P.HEARTBEAT)], _ignore)
 
     async def close(self) -> None:
+        if self.auth is not None and self.router is not None:
+            self.router.disable_monitor()  # before its monitor socket closes
         await self._stop_background()
         self._shutdown_workers()
         deadline = time.monotonic() + 5
@@ -184,10 +259,9 @@ class ZmqWorkerExecutor(RouterExecutor):
                 proc.wait()
         if self.auth is not None:
             self.auth.stop()
+            await asyncio.sleep(0)  # let its poller task see the cancellation
         if self.router is not None:
             self.router.close(linger=0)
         self.ctx.term()
-        if self._ipc_dir:
-            for p in Path(self._ipc_dir).glob("*"):
-                p.unlink(missing_ok=True)
-            os.rmdir(self._ipc_dir)
+        if self._folder is not None:
+            transport.remove_run_folder(self._folder)
