@@ -84,7 +84,8 @@ class Coordinator:
             out,
             st,
             server,
-            defer_eval=not is_async and not isinstance(executor, InprocExecutor),
+            # with clients in other processes, evaluate in a thread while they train
+            defer_eval=not isinstance(executor, InprocExecutor),
             progress=self.progress,
         )
         status = "completed"
@@ -95,7 +96,7 @@ class Coordinator:
                 sched = FedBuff(server, executor, ledger, st)
                 if restored is not None and st.schedule:
                     sched.restore(st.schedule, self._sched_arrays)
-                await sched.run(lambda: self._maybe_checkpoint(out, sched.state))
+                await sched.run(lambda: self._maybe_checkpoint(out, sched.state, ledger))
             else:
                 while st.round < sc.rounds:
                     await sync_round(st.round + 1, server, executor, ledger, st)

@@ -141,6 +141,7 @@ class FedBuff:
                 self.dispatch(st.sim_time)
         for c in sorted(self.in_flight):  # still training when the run ended: never delivered
             self.session.cancel(c)
+            self.in_flight[c].future.cancel()  # a task not yet sent is never sent
         await asyncio.gather(*(f.future for f in self.in_flight.values()), return_exceptions=True)
 
     async def _event(self, tl: Any) -> None:
@@ -148,6 +149,7 @@ class FedBuff:
         c = tl.client_id
         f = self.in_flight.pop(c)
         res = await f.future  # a drop may come before the result is known; its bytes are logged
+        await self.ledger.resolve()  # a deferred evaluation's row before any later traffic
         tau = self.version - f.version
         t_done = tl.t_up_end if tl.accepted else tl.t_dropped
         ok = self.ledger.trip(self.version + 1, f.dispatch, tl, res, t_done, staleness=tau)
@@ -160,6 +162,7 @@ class FedBuff:
     async def _aggregate(self) -> None:
         taus = [r.staleness for r in self.buffer]
         extra = {"staleness_mean": float(np.mean(taus)), "staleness_max": int(max(taus))}
+        self.ledger.out.event("aggregation", round=self.version + 1)  # real-time marks
         await self.ledger.close_round(self.version + 1, self.st.sim_time, self.buffer, extra)
         self.version += 1
         self.buffer = []
