@@ -74,7 +74,7 @@ class ClientRunner:
         self.algorithm = exp.algorithm()
         self.dataset = exp.dataset
         self.partitions = exp.partitions
-        self.model = exp.new_model(self.algorithm)
+        self.model = exp.new_model(self.algorithm).to(exp.device)
         # full initial state incl. non-communicated buffers: reset before every task so a
         # runner's history never leaks into the next client's training
         self._initial = {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -99,7 +99,7 @@ class ClientRunner:
         seed = seeding.derive_seed(self.scenario.seed, seeding.TRAIN, task.round, task.client_id)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        idx = torch.from_numpy(self.partitions[task.client_id])
+        idx = torch.from_numpy(self.partitions[task.client_id]).to(self._x.device)
         ctx = ClientContext(
             round=task.round,
             client_id=task.client_id,

@@ -27,6 +27,7 @@ from fedsim.codecs.wire import WireError
 from fedsim.errors import RuntimeFailure
 from fedsim.network import transport
 from fedsim.runtime import protocol as P
+from fedsim.runtime.device import worker_env
 from fedsim.runtime.executors.base import PoolExecutor, Worker
 
 
@@ -149,6 +150,7 @@ class ZmqWorkerExecutor(RouterExecutor):
         if self.keys_dir:
             cmd += ["--keys", str(self.keys_dir)]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), FEDSIM_WORKER_INDEX=str(index))
+        env.update(worker_env(self.scenario.runtime.device, index))  # its GPU, if any
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         self.on_event("worker_spawned", index=index, pid=proc.pid)
