@@ -89,23 +89,24 @@ def _train_client(model, opt_args, x, y, seed, batch, epochs, steps):
     return float(np.mean(losses)) if losses else 0.0
 
 
-def reference_loop(sc) -> tuple[float, dict]:
-    """The same federated training as a bare loop; (wall seconds, summary-like dict)."""
+def reference_loop(sc, device: str = "cpu") -> tuple[float, dict]:
+    """The same federated training as a bare loop; (wall seconds, summary-like dict).
+    `device`: where model and data live (gpu_check.py's bare GPU loop)."""
     t0 = time.perf_counter()
     torch.set_num_threads(sc.runtime.torch_threads)
     ds = load_data(sc)
     parts = make_partitions(sc, ds)
-    model = make_model(sc, ds)
+    model = make_model(sc, ds).to(device)
     t = sc.train
     opt_args = {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     names = sorted(k for k, v in initial.items() if v.is_floating_point())
     params = dict(model.state_dict())
-    global_w = {k: params[k].numpy().astype(np.float32, copy=True) for k in names}
-    x_all = torch.from_numpy(np.array(ds.x_train))
-    y_all = torch.from_numpy(np.array(ds.y_train))
-    x_test = torch.from_numpy(np.array(ds.x_test))
-    y_test = torch.from_numpy(np.array(ds.y_test))
+    global_w = {k: params[k].cpu().numpy().astype(np.float32, copy=True) for k in names}
+    x_all = torch.from_numpy(np.array(ds.x_train)).to(device)
+    y_all = torch.from_numpy(np.array(ds.y_train)).to(device)
+    x_test = torch.from_numpy(np.array(ds.x_test)).to(device)
+    y_test = torch.from_numpy(np.array(ds.y_test)).to(device)
 
     def load_global():
         model.load_state_dict(initial)
@@ -121,12 +122,12 @@ def reference_loop(sc) -> tuple[float, dict]:
         deltas, sizes = [], []
         for c in chosen:
             load_global()
-            idx = torch.from_numpy(parts[c])
+            idx = torch.from_numpy(parts[c]).to(device)
             seed = seeding.derive_seed(sc.seed, seeding.TRAIN, rnd, c)
             x, y = x_all[idx], y_all[idx]
             _train_client(model, opt_args, x, y, seed, t.batch_size, t.local_epochs, t.local_steps)
             sd = model.state_dict()
-            deltas.append({k: sd[k].numpy().astype(np.float32) - global_w[k] for k in names})
+            deltas.append({k: sd[k].cpu().numpy().astype(np.float32) - global_w[k] for k in names})
             sizes.append(len(y))
         total = sum(sizes)
         for k in names:
@@ -145,7 +146,8 @@ def reference_loop(sc) -> tuple[float, dict]:
             accs.append(correct / len(y_test))
     load_global()
     wall = time.perf_counter() - t0
-    return wall, {"final_accuracy": accs[-1], "model_sha256": model_sha256(model.state_dict())}
+    sha = model_sha256(model.cpu().state_dict())
+    return wall, {"final_accuracy": accs[-1], "model_sha256": sha}
 
 
 def run(quick: bool = False) -> dict[str, dict]:

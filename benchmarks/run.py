@@ -53,6 +53,7 @@ BENCHES: dict[str, tuple[str, tuple[str, ...]]] = {
     "async": ("bench_async", ("async_workers2_efficiency",)),
     "population": ("bench_population", ("population_10k_rss",)),
     "flower": ("bench_flower", ("flower_vs_fedsim",)),
+    "batched": ("bench_batched", ("batched_vs_sequential",)),
 }
 FIGURES = {fig: bench for bench, (_, figs) in BENCHES.items() for fig in figs}
 DEFAULT_JSON = HERE / "results.json"

@@ -9,6 +9,7 @@ host has the same split, the same partitions and the same initial model.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -20,6 +21,7 @@ from fedsim.algorithms.base import Algorithm, ServerContext
 from fedsim.eval.evaluate import evaluate
 from fedsim.runtime import seeding
 from fedsim.runtime.build import load_data, make_model, make_partitions
+from fedsim.runtime.device import make_deterministic, resolve_device
 from fedsim.runtime.flops import FlopModel
 
 
@@ -34,13 +36,18 @@ class Experiment:
     def __init__(self, scenario: Any):
         self.scenario = scenario
         torch.set_num_threads(scenario.runtime.torch_threads)
+        # training and evaluation tensors live here; the server's models stay on the CPU
+        # (their state is numpy, FLOPs are counted there), clients' models move to it
+        self.device = resolve_device(scenario.runtime.device)
+        if self.device.type == "cuda":
+            make_deterministic()
         self.dataset = load_data(scenario)
         self.partitions = make_partitions(scenario, self.dataset)
         self.sizes = [len(p) for p in self.partitions]
-        self.x_train = readonly_tensor(self.dataset.x_train)
-        self.y_train = readonly_tensor(self.dataset.y_train)
-        self.x_test = readonly_tensor(self.dataset.x_test)
-        self.y_test = readonly_tensor(self.dataset.y_test)
+        self.x_train = readonly_tensor(self.dataset.x_train).to(self.device)
+        self.y_train = readonly_tensor(self.dataset.y_train).to(self.device)
+        self.x_test = readonly_tensor(self.dataset.x_test).to(self.device)
+        self.y_test = readonly_tensor(self.dataset.y_test).to(self.device)
 
     def algorithm(self) -> Algorithm:
         """A fresh instance of the scenario's method (one per role)."""
@@ -53,9 +60,15 @@ class Experiment:
         return model
 
     def evaluate(self, model: torch.nn.Module) -> tuple[float, float]:
+        """Test accuracy and loss on the run's device (a copy of `model` there, if it is not)."""
+        if next(model.parameters()).device != self.device:
+            model = copy.deepcopy(model).to(self.device)
         return evaluate(model, self.x_test, self.y_test, self.scenario.eval.batch_size)
 
     def train_flops_per_sample(self, model: torch.nn.Module) -> float:
+        """Counted on the CPU whatever the device: simulated time never depends on it."""
+        if next(model.parameters()).device.type != "cpu":
+            model = copy.deepcopy(model).cpu()
         shape = tuple(self.dataset.input_shape)
         return FlopModel(model, shape, self.scenario.train.batch_size).train_flops(1)
 

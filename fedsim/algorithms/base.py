@@ -205,6 +205,27 @@ class Algorithm:
         refuses anything but the default "fp32" there."""
         return False
 
+    def batching_refusal(self) -> str | None:
+        """Why this method cannot train several clients as one vectorised computation
+        (`runtime.batch_clients` > 1, fedsim/runtime/batched.py), or None. Batched training
+        is the default `local_train` with SGD; a method that trains its own way, or adds a
+        loss term without a batched form (`extra_loss_batched`), must refuse."""
+        if self.scenario.train.optimizer != "sgd":
+            return f"batched clients use SGD, not {self.scenario.train.optimizer}"
+        own = [
+            hook
+            for hook in ("local_train", "forward", "after_backward", "make_optimizer")
+            if getattr(type(self), hook) is not getattr(Algorithm, hook)
+        ]
+        if own:
+            return f"its client training is its own ({', '.join(own)})"
+        cls = type(self)
+        if cls.extra_loss is not Algorithm.extra_loss and (
+            cls.extra_loss_batched is Algorithm.extra_loss_batched
+        ):
+            return "its extra_loss has no batched form (extra_loss_batched)"
+        return None
+
     def custom_downlink(self) -> bool:
         """True when the method encodes its downlink payload itself (`encode_payload`
         overridden): the runtime's per-client downlink error feedback cannot apply."""
@@ -276,6 +297,17 @@ class Algorithm:
         return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
     def extra_loss(self, ctx: ClientContext, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def extra_loss_batched(
+        self,
+        loss: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        anchor: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """`extra_loss` for clients trained together: `loss` holds each client's loss [N],
+        `params` and `anchor` (the received weights) each client's parameters stacked along
+        dimension 0. Returns the per-client totals [N]."""
         return loss
 
     def after_backward(self, ctx: ClientContext) -> None:

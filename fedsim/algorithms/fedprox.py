@@ -29,3 +29,12 @@ class FedProx(FedAvg):
         anchor = ctx.cache["prox_anchor"]
         prox = sum(((p - anchor[n]) ** 2).sum() for n, p in ctx.model.named_parameters())
         return loss + 0.5 * self.options.mu * prox
+
+    def extra_loss_batched(
+        self,
+        loss: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        anchor: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        prox = sum(((p - anchor[n]) ** 2).flatten(1).sum(1) for n, p in params.items())
+        return loss + 0.5 * self.options.mu * prox

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.algorithms.base import ClientContext, State, Uplink, load_state
+from fedsim.algorithms.base import ClientContext, ClientUpdate, State, Uplink, load_state
 from fedsim.codecs.pipeline import decode_tensors
 from fedsim.codecs.wire import pack_message, unpack_message
 from fedsim.experiment import Experiment
@@ -74,7 +74,7 @@ class ClientRunner:
         self.algorithm = exp.algorithm()
         self.dataset = exp.dataset
         self.partitions = exp.partitions
-        self.model = exp.new_model(self.algorithm)
+        self.model = exp.new_model(self.algorithm).to(exp.device)
         # full initial state incl. non-communicated buffers: reset before every task so a
         # runner's history never leaks into the next client's training
         self._initial = {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -83,6 +83,40 @@ class ClientRunner:
 
     def run(self, task: Task) -> TaskResult:
         t0 = time.perf_counter()
+        ctx, uplink, codec_state = self._begin(task)
+        t1 = time.perf_counter()
+        update = self.algorithm.local_train(ctx)
+        t2 = time.perf_counter()
+        return self._finish(task, ctx, update, uplink, codec_state, (t1 - t0, t2 - t1))
+
+    def run_many(self, tasks: list[Task]) -> list[TaskResult]:
+        """Tasks in groups of `runtime.batch_clients`, each group's clients trained together
+        as one vectorised computation (fedsim/runtime/batched.py); results in task order."""
+        from fedsim.runtime.batched import train_together
+
+        size = max(1, int(getattr(self.scenario.runtime, "batch_clients", 1)))
+        out: list[TaskResult] = []
+        for at in range(0, len(tasks), size):
+            group = tasks[at : at + size]
+            if len(group) == 1:
+                out.append(self.run(group[0]))
+                continue
+            t0 = time.perf_counter()
+            begun, starts = [], []
+            for task in group:
+                begun.append(self._begin(task))
+                starts.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+            t1 = time.perf_counter()
+            ctxs = [ctx for ctx, _, _ in begun]
+            updates = train_together(self.algorithm, self.model, ctxs, starts)
+            t2 = time.perf_counter()
+            share = ((t1 - t0) / len(group), (t2 - t1) / len(group))  # wall time split evenly
+            for task, (ctx, uplink, codec_state), update in zip(group, begun, updates, strict=True):
+                out.append(self._finish(task, ctx, update, uplink, codec_state, share))
+        return out
+
+    def _begin(self, task: Task) -> tuple[ClientContext, str, dict]:
+        """Decode the task, load the received model, seed the client: its context."""
         msg = unpack_message(task.payload)
         config = dict(msg.meta.get("config") or {})
         config.update(task.meta.get("client_config") or {})
@@ -99,7 +133,7 @@ class ClientRunner:
         seed = seeding.derive_seed(self.scenario.seed, seeding.TRAIN, task.round, task.client_id)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        idx = torch.from_numpy(self.partitions[task.client_id])
+        idx = torch.from_numpy(self.partitions[task.client_id]).to(self._x.device)
         ctx = ClientContext(
             round=task.round,
             client_id=task.client_id,
@@ -113,8 +147,18 @@ class ClientRunner:
             state=algo_state,
             scenario=self.scenario,
         )
-        t1 = time.perf_counter()
-        update = self.algorithm.local_train(ctx)
+        return ctx, uplink, codec_state
+
+    def _finish(
+        self,
+        task: Task,
+        ctx: ClientContext,
+        update: ClientUpdate,
+        uplink: str,
+        codec_state: dict,
+        walls: tuple[float, float],
+    ) -> TaskResult:
+        """Encode the update with the client's uplink RNG and codec state: the result."""
         t2 = time.perf_counter()
         rng = seeding.rng_for(self.scenario.seed, seeding.UPLINK, task.round, task.client_id)
         enc = self.algorithm.encode_update(ctx, update, Uplink(uplink, rng, codec_state))
@@ -136,5 +180,5 @@ class ClientRunner:
             task.client_id,
             frames,
             pack_state(state) if state else [],
-            {"wall_decode_s": t1 - t0, "wall_train_s": t2 - t1, "wall_encode_s": t3 - t2},
+            {"wall_decode_s": walls[0], "wall_train_s": walls[1], "wall_encode_s": t3 - t2},
         )

@@ -118,9 +118,20 @@ def check_scenario(scenario: Any, *, file: str | None = None) -> None:
 
 
 def _check_runtime(sc: Any, file: str | None) -> None:
+    from fedsim.runtime.device import device_problem, wants_cuda
     from fedsim.scenario.endpoint import endpoint_problem
 
     rt = sc.runtime
+    problem = device_problem(rt.device)
+    if problem:
+        _fail(file, "runtime.device", problem)
+    if rt.executor == "ray" and rt.ray_num_gpus_per_client == 0 and wants_cuda(rt.device):
+        _fail(
+            file,
+            "runtime.ray_num_gpus_per_client",
+            f"device {rt.device!r} on Ray needs a GPU share per actor (e.g. 0.25); "
+            "with 0 Ray hides every GPU from the actors",
+        )
     if rt.endpoint:
         problem = endpoint_problem(rt.endpoint, bind=True)
         if problem:

@@ -27,6 +27,12 @@ def composition_refusal(scenario: Any) -> tuple[str, str] | None:
                 f"{name} chooses its own {direction} encoding; leave codec.{direction} = "
                 f'"fp32" (got {spec!r})',
             )
+    if sc.runtime.batch_clients > 1:
+        from fedsim.runtime.batched import batching_refusal
+
+        why = batching_refusal(sc, algo)
+        if why:
+            return "runtime.batch_clients", why
     if isinstance(parse_codec(sc.codec.downlink), ErrorFeedback) and algo.custom_downlink():
         return (
             "codec.downlink",

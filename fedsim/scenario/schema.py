@@ -232,6 +232,16 @@ class RuntimeCfg(Strict):
     torch_threads: int = Field(
         1, ge=1, description="torch threads per client process (fixed for determinism)"
     )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description='where models train and evaluate: "cpu", "cuda", "cuda:N" or "auto" (cuda if available); workers get one GPU each (docs/scale-out.md)',
+    )
+    batch_clients: int = Field(
+        1,
+        ge=1,
+        description="train up to N clients of a round together as one vectorised computation (torch.func; 1 = one at a time; in process only)",
+    )
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N rounds (0 = off)")
     state_store: Literal["memory", "disk"] = Field(
         "memory",

@@ -28,6 +28,7 @@ FIGURES = [
     "des_events_per_s",
     "population_10k_rss",
     "flower_vs_fedsim",
+    "batched_vs_sequential",
 ]
 
 

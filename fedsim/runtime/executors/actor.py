@@ -116,6 +116,21 @@ def answer_task(runner: ClientRunner, frames: Sequence[Any], fault: Fault | None
     return fault.apply(out) if fault is not None else out
 
 
+def answer_tasks(runner: ClientRunner, group: list, fault: Fault | None = None) -> list[list]:
+    """Several TASK messages answered together (`runtime.batch_clients`): the runner trains
+    their clients as one computation; one RESULT (or ERROR) per task, in order."""
+    if len(group) == 1:
+        return [answer_task(runner, group[0], fault)]
+    tasks = [P.parse_task(f, P.unpack_envelope(f[0])) for f in group]
+    try:
+        results = runner.run_many(tasks)
+    except Exception as e:
+        why = f"{type(e).__name__}: {e}"
+        return [[P.pack_envelope(P.ERROR, task=t.task_id, message=why)] for t in tasks]
+    outs = [P.result_frames(r) for r in results]
+    return [fault.apply(o) for o in outs] if fault is not None else outs
+
+
 def error_frames(message: str) -> list:
     return [P.pack_envelope(P.ERROR, message=message)]
 
@@ -168,9 +183,13 @@ async def serve(
     spawned = RUN_FOLDER_ENV in os.environ  # a coordinator's local worker: dies with it
     joined = runner is not None
     done = 0
+    backlog: list = []  # a message read while gathering a group of tasks
     try:
         while True:
-            frames = await transport.recv_frames(sock, timeout=heartbeat)
+            if backlog:
+                frames = backlog.pop(0)
+            else:
+                frames = await transport.recv_frames(sock, timeout=heartbeat)
             if link is not None and link.fatal:  # refused by CURVE (also on a reconnect)
                 raise RuntimeFailure(link.fatal)
             if frames is None:
@@ -212,15 +231,22 @@ async def serve(
                 await sock.send_multipart([P.pack_envelope(P.READY)])
                 say(f"joined: training clients of {_scenario_name(env)} for {_where(link)}")
             elif kind == P.TASK:
-                if pool is None:
-                    out = answer_task(runner, frames, fault)
+                if pool is None:  # in process: the tasks already queued, up to batch_clients
+                    group = [frames]
+                    limit = int(runner.scenario.runtime.batch_clients)
+                    while len(group) < limit and not backlog and await sock.poll(0):
+                        more = await transport.recv_frames(sock)
+                        queue = group if P.unpack_envelope(more[0])["type"] == P.TASK else backlog
+                        queue.append(more)
+                    outs = answer_tasks(runner, group, fault)
                 else:
-                    out = await loop.run_in_executor(pool, answer_task, runner, frames, fault)
-                done += 1
-                await sock.send_multipart(out, copy=False)
-                failed = P.unpack_envelope(out[0])
-                if failed["type"] == P.ERROR:
-                    say(f"failure: task {failed.get('task')}: {failed.get('message')}")
+                    outs = [await loop.run_in_executor(pool, answer_task, runner, frames, fault)]
+                for out in outs:
+                    done += 1
+                    await sock.send_multipart(out, copy=False)
+                    failed = P.unpack_envelope(out[0])
+                    if failed["type"] == P.ERROR:
+                        say(f"failure: task {failed.get('task')}: {failed.get('message')}")
     finally:
         if beater is not None:
             beater.cancel()

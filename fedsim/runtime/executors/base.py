@@ -137,10 +137,15 @@ class WorkerPool:
         *,
         credit: int = 1,
         validate: Callable[[P.Task, Sequence[Any]], P.TaskResult] = validate_result,
+        groups: bool = False,
     ):
         self.send = send
         self.on_event = on_event
         self.credit = credit
+        # groups: a worker gets new tasks only once it has answered all it had, up to
+        # `credit` at once (batched clients: the same groups in every run)
+        self.groups = groups
+        self._dispatch_soon = False
         self.validate = validate
         self.workers: dict[Hashable, Worker] = {}
         self.lost: dict[Hashable, Worker] = {}
@@ -161,12 +166,20 @@ class WorkerPool:
             raise ValueError(f"task {task.task_id} is already outstanding")
         self.futures[task.task_id] = fut
         self.pending.append(task)
-        self.dispatch()
+        if not self.groups:
+            self.dispatch()
+        elif not self._dispatch_soon:  # after every task submitted now: one whole group
+            self._dispatch_soon = True
+            asyncio.get_running_loop().call_soon(self._dispatch_later)
         return fut
+
+    def _dispatch_later(self) -> None:
+        self._dispatch_soon = False
+        self.dispatch()
 
     def dispatch(self) -> None:
         """Queue order to ready workers, one task each per pass, up to `credit` in flight."""
-        ready = [w for w in self.workers.values() if w.ready]
+        ready = [w for w in self.workers.values() if w.ready and not (self.groups and w.inflight)]
         ready.sort(key=lambda w: w.name)
         for _ in range(self.credit):
             for w in ready:
@@ -339,9 +352,10 @@ class PoolExecutor(Executor):
         credit: int = 1,
         interval: float = 1.0,
         starve_wait: float = 60.0,
+        groups: bool = False,
     ):
         self.on_event = on_event
-        self.pool = WorkerPool(self._send, on_event, credit=credit)
+        self.pool = WorkerPool(self._send, on_event, credit=credit, groups=groups)
         self.interval = interval
         self.starve_wait = starve_wait
         self._bg: list[asyncio.Task] = []

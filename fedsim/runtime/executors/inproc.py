@@ -1,6 +1,7 @@
 """The client actor in the coordinator's own process, reached through ZeroMQ's inproc
 transport: messages are still encoded and really sent, through the same ROUTER, protocol,
-worker pool and result validation as worker processes. Tasks run one after another."""
+worker pool and result validation as worker processes. Tasks run one after another, or
+with `runtime.batch_clients` = N in groups of up to N trained together."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ class InprocExecutor(RouterExecutor):
         on_event: Callable[..., None] = lambda kind, **f: None,
         fault: Fault | None = None,
     ):
-        super().__init__(scenario_toml, on_event, starve_wait=math.inf)
+        batch = int(runner.scenario.runtime.batch_clients)  # runtime.batch_clients: in groups
+        super().__init__(
+            scenario_toml, on_event, starve_wait=math.inf, credit=batch, groups=batch > 1
+        )
         self.runner = runner
         self.fault = fault if fault is not None else fault_for(0)
         self.endpoint = f"inproc://fedsim-{uuid.uuid4().hex}"
@@ -37,9 +41,14 @@ class InprocExecutor(RouterExecutor):
         self._closing = False
 
     async def start(self) -> None:
-        self._open_router().bind(self.endpoint)
+        router = self._open_router()
         self.dealer = self.ctx.socket(zmq.DEALER)
         transport.configure_socket(self.dealer)
+        # a whole group of tasks (runtime.batch_clients) is queued at once
+        hwm = max(transport.SNDHWM, 2 * self.pool.credit)
+        router.setsockopt(zmq.SNDHWM, hwm)
+        self.dealer.setsockopt(zmq.RCVHWM, hwm)
+        router.bind(self.endpoint)
         self.dealer.connect(self.endpoint)
         self.actor = asyncio.ensure_future(serve(self.dealer, runner=self.runner, fault=self.fault))
         self.actor.add_done_callback(self._actor_stopped)

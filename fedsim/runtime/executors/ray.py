@@ -39,6 +39,7 @@ from typing import Any
 
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime import protocol as P
+from fedsim.runtime.device import PINNED_ENV
 from fedsim.runtime.executors.actor import Fault, answer_task, build_runner, fault_for
 from fedsim.runtime.executors.base import PoolExecutor, Worker
 
@@ -75,6 +76,8 @@ class ClientActor:
         # the actor's process has not loaded torch yet: fix its thread pools as a ZeroMQ
         # worker's environment does (Ray would otherwise set OMP_NUM_THREADS = num_cpus)
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        # Ray pins the actor to its reserved GPU(s) through CUDA_VISIBLE_DEVICES
+        os.environ[PINNED_ENV] = "1"
         try:
             self.runner = build_runner(scenario_toml, threads)
         except Exception as e:  # reported through ready(): the coordinator decides

@@ -34,6 +34,7 @@ from fedsim.codecs.wire import WireError
 from fedsim.errors import RuntimeFailure
 from fedsim.network import curve, transport
 from fedsim.runtime import protocol as P
+from fedsim.runtime.device import worker_env
 from fedsim.runtime.executors.actor import RUN_FOLDER_ENV
 from fedsim.runtime.executors.base import PoolExecutor, Worker
 
@@ -222,6 +223,7 @@ class ZmqWorkerExecutor(RouterExecutor):
             cmd += ["--keys", str(self._local_keys)]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), FEDSIM_WORKER_INDEX=str(index))
         env[RUN_FOLDER_ENV] = str(self._folder)  # a worker outliving us removes it
+        env.update(worker_env(self.scenario.runtime.device, index))  # its GPU, if any
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         self.procs.append(proc)
         self.on_event("worker_spawned", index=index, pid=proc.pid)
