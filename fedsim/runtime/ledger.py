@@ -108,6 +108,7 @@ class Ledger:
         self, rnd: int, sim_time: float, accepted: list, extra_fields: dict[str, Any]
     ) -> None:
         """Aggregate through the method, then the metrics row (evaluated or deferred)."""
+        await self.resolve()  # metrics rows stay in order (a deferred one is written first)
         st, sc = self.state, self.server.scenario
         method_extra = self.server.aggregate(rnd, accepted)
         st.sim_time = sim_time

@@ -149,7 +149,6 @@ class FedBuff:
         c = tl.client_id
         f = self.in_flight.pop(c)
         res = await f.future  # a drop may come before the result is known; its bytes are logged
-        await self.ledger.resolve()  # a deferred evaluation's row before any later traffic
         tau = self.version - f.version
         t_done = tl.t_up_end if tl.accepted else tl.t_dropped
         ok = self.ledger.trip(self.version + 1, f.dispatch, tl, res, t_done, staleness=tau)
