@@ -56,6 +56,7 @@ import zmq
 from fedsim.codecs.wire import TensorRecord, pack_message, unpack_message, wire_bytes
 from fedsim.network.devices import DeviceProfile
 from fedsim.network.links import UP, DevicePaths, StarNetwork
+from fedsim.network.transport import pid_alive
 
 __all__ = [
     "Transfer",
@@ -215,16 +216,6 @@ def _netns_names() -> list[str]:
     return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_stale() -> list[str]:
     """Remove ``fedsim-val-<pid>-*`` namespaces whose creating process no longer exists."""
     removed = []
@@ -232,7 +223,7 @@ def cleanup_stale() -> list[str]:
         if not name.startswith(NS_PREFIX):
             continue
         pid_part = name[len(NS_PREFIX) :].split("-", 1)[0]
-        if pid_part.isdigit() and not _pid_alive(int(pid_part)):
+        if pid_part.isdigit() and not pid_alive(int(pid_part)):
             _run(["ip", "netns", "del", name], check=False)
             removed.append(name)
     return removed

@@ -53,7 +53,7 @@ def remove_stale_run_folders(tmp: str | Path | None = None) -> list[Path]:
     for folder in Path(tmp or tempfile.gettempdir()).glob(f"{RUN_FOLDER_PREFIX}*-*"):
         pid = folder.name[len(RUN_FOLDER_PREFIX) :].split("-", 1)[0]
         try:
-            if not pid.isdigit() or folder.lstat().st_uid != os.getuid() or _alive(int(pid)):
+            if not pid.isdigit() or folder.lstat().st_uid != os.getuid() or pid_alive(int(pid)):
                 continue
         except OSError:
             continue
@@ -62,7 +62,8 @@ def remove_stale_run_folders(tmp: str | Path | None = None) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -157,9 +157,8 @@ class Server:
         frames = pack_message(
             "model", {**meta, "downlink": plan.downlink, "reference": True}, records
         )
-        received = model_received(
-            decode_tensors(unpack_message(frames).tensors), {"reference": True}, reference
-        )
+        # what the client will hold, from the records themselves (the same bytes, no copy)
+        received = model_received(decode_tensors(records), {"reference": True}, reference)
         return frames, reference, received
 
     def delivered(self, d: Dispatch) -> None:

@@ -58,7 +58,6 @@ class FedBuff:
         self.draws = 0
         self.in_flight: dict[int, Flight] = {}
         self.buffer: list = []
-        self._lock = asyncio.Lock()
         self._new_session(st.sim_time)
 
     # ---- the session, journaled ----------------------------------------------------------
@@ -87,13 +86,6 @@ class FedBuff:
         self.journal = [list(op) for op in journal]
 
     # ---- dispatch --------------------------------------------------------------------------
-    def _submit(self, task: Task) -> asyncio.Future:
-        submit = getattr(self.executor, "submit", None)
-        if submit is not None:
-            return submit(task)
-        # an executor without submit runs one task at a time
-        return asyncio.ensure_future(_one(self.executor, self._lock, task))
-
     def dispatch(self, t: float) -> None:
         want = self.sc.server.concurrency - len(self.in_flight)
         if want <= 0:
@@ -103,7 +95,7 @@ class FedBuff:
         if not chosen:
             return
         for d in self.server.dispatch(self.version + 1, chosen, self.st.task_seq):
-            self.in_flight[d.client] = Flight(d, self.version, self._submit(d.task))
+            self.in_flight[d.client] = Flight(d, self.version, self.executor.submit(d.task))
             self.session.dispatch(d.client, t, d.down_wire, d.compute_s)
             self.journal.append(["d", d.client, t, d.down_wire, d.compute_s])
         self.st.task_seq += len(chosen)
@@ -227,8 +219,3 @@ class FedBuff:
             fut = loop.create_future()
             fut.set_result(TaskResult(fl["task_id"], fl["round"], c, update, state, fl["meta"]))
             self.in_flight[c] = Flight(d, int(fl["version"]), fut)
-
-
-async def _one(executor: Any, lock: asyncio.Lock, task: Task) -> TaskResult:
-    async with lock:
-        return (await executor.run([task]))[task.task_id]
