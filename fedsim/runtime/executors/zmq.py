@@ -133,6 +133,9 @@ class RouterExecutor(PoolExecutor):
             transport.send_nowait(self.router, [ident, P.pack_envelope(P.SHUTDOWN)], _ignore)
 
 
+ASYNC_CREDIT = 2  # tasks queued on each worker under FedBuff
+
+
 class ZmqWorkerExecutor(RouterExecutor):
     def __init__(
         self,
@@ -147,6 +150,11 @@ class ZmqWorkerExecutor(RouterExecutor):
             on_event,
             interval=rt.heartbeat_interval,
             starve_wait=rt.worker_wait,
+            # FedBuff keeps more tasks in flight than workers: a second one queued on each
+            # worker hides the round trip through the coordinator (busy aggregating, encoding,
+            # evaluating). Synchronous rounds end at a barrier, where a task committed early
+            # to a worker could only finish later than on whichever worker frees up first.
+            credit=ASYNC_CREDIT if scenario.server.mode == "async" else 1,
         )
         self.scenario = scenario
         self.spawn = rt.workers
