@@ -120,8 +120,12 @@ class Scaffold(FedAvg):
         t = self.scenario.train
         ctx.cache["scaffold"] = {
             "params": {n: params[n] for n in c},
-            "correction": {n: torch.from_numpy(c[n] - c_i[n]) for n in c},  # −c_i + c
-            "grad_sum": {n: torch.zeros(params[n].shape, dtype=torch.float64) for n in c},
+            # −c_i + c, on the model's device (runtime.device)
+            "correction": {n: torch.from_numpy(c[n] - c_i[n]).to(params[n].device) for n in c},
+            "grad_sum": {
+                n: torch.zeros(params[n].shape, dtype=torch.float64, device=params[n].device)
+                for n in c
+            },
             "decay": float(t.weight_decay),
             "steps": 0,
         }
@@ -129,7 +133,7 @@ class Scaffold(FedAvg):
         st = ctx.cache["scaffold"]
         steps = st["steps"]
         new_c = {
-            n: (st["grad_sum"][n] / steps).numpy().astype(np.float32) if steps else c_i[n]
+            n: (st["grad_sum"][n] / steps).cpu().numpy().astype(np.float32) if steps else c_i[n]
             for n in c
         }
         update.tensors.update({DC_PREFIX + n: (new_c[n] - c_i[n]).astype(np.float32) for n in c})
