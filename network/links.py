@@ -427,7 +427,9 @@ class DevicePaths:
         if not mss > 0:
             raise ValueError(f"mss must be > 0 bytes, got {mss}")
         if not 0.0 <= message_overhead_s < math.inf:
-            raise ValueError(f"message_overhead_s must be >= 0 and finite, got {message_overhead_s}")
+            raise ValueError(
+                f"message_overhead_s must be >= 0 and finite, got {message_overhead_s}"
+            )
         self.bandwidth_factor = bandwidth_factor
         self.latency_factor = latency_factor
         self.mss = mss

@@ -34,9 +34,7 @@ def dev(up_MBps=100.0, down_MBps=100.0, rtt_s=0.1, jitter=0.0, loss=0.0):
     )
 
 
-def star(
-    devices, server_up_MBps=10.0, server_down_MBps=10.0, *, bf=1.0, lf=1.0, seed=0, oh=OH
-):
+def star(devices, server_up_MBps=10.0, server_down_MBps=10.0, *, bf=1.0, lf=1.0, seed=0, oh=OH):
     env = simpy.Environment()
     paths = DevicePaths(devices, bandwidth_factor=bf, latency_factor=lf, message_overhead_s=oh)
     net = StarNetwork(env, paths, server_up_MBps * MBps, server_down_MBps * MBps, seed=seed)
