@@ -2,7 +2,8 @@
 
 Root only: each test case runs in a private network namespace whose loopback is shaped with
 htb (server link = parent class, one child class per device), sends real fedsim messages
-over ZeroMQ tcp and compares completion times with fedsim's model. The full sweep is
+over ZeroMQ tcp and compares completion times with fedsim's model at its default settings
+(bandwidth factor, latency = half the measured round trip, per-message overhead). The full sweep is
 ``benchmarks/netns_sweep.py``; docs/network-validation.md has its results.
 """
 
@@ -66,6 +67,13 @@ def test_single_flow(ns):
     _check(r)
     # The model's time is the byte count over the usable rate: ~1.25 s here.
     assert 1.1 < r.measured_s[0] < 1.5
+
+
+def test_small_message_on_a_fast_link(ns):
+    # 0.1 MB at 100 Mbit/s: ~8.4 ms of bytes, where the per-message overhead matters most
+    # (without it the model was ~17 % fast here); issue 19's worst-case bound.
+    case = Case("small-fast", 1e9, (100 * MBIT,), (Transfer(0, 0.0, 100_000),))
+    _check(run_case(ns, case), tol=0.15)
 
 
 def test_fair_share_server_bottleneck(ns):
