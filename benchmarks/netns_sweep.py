@@ -380,9 +380,10 @@ def page_section(summary: dict, rs: list[dict]) -> str:
             cells.append(f"{_pct(statistics.median(e))} / {_pct(max(e))}")
         lines.append(f"| {g} | {len(members)} | " + " | ".join(cells) + " |")
     first = seeds[0]
+    where = f"`{summary['json']}`" if summary.get("json") else "the JSON written by `--json`"
     lines += [
         "",
-        f"Full table of seed {first} (the other seeds are in the JSON written by `--json`). "
+        f"Full table of seed {first} (every seed's rows and the raw calibration are in {where}). "
         "Device rates and server capacity in Mbit/s, sizes in MB of tensor data (the model is "
         "given the exact wire bytes), start = measured send time relative to the case's first "
         "send.",
@@ -505,12 +506,18 @@ def main(argv: list[str] | None = None) -> int:
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
         "command": command.strip() + "   # as root",
+        "json": args.json,
     }
     section = page_section(summary, rs)
     print(section)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"summary": summary, "rows": rs, "calibration_rows": cal_rows}, fh, indent=1)
+            # One line per row: small enough to keep beside the page, still diffable.
+            fh.write('{"summary": ' + json.dumps(summary, indent=1) + ',\n"rows": [\n')
+            fh.write(",\n".join(json.dumps(r) for r in rs))
+            fh.write('\n],\n"calibration_rows": [\n')
+            fh.write(",\n".join(json.dumps(r) for r in cal_rows))
+            fh.write("\n]}\n")
     if args.page:
         write_page(Path(args.page), section)
     return 0
