@@ -56,11 +56,11 @@ SIMGRID_LATENCY_FACTOR = 13.01
 
 #: fedsim's defaults, measured on real TCP (docs/network-model.md says why,
 #: docs/network-validation.md how): the usable-bandwidth factor is TCP's payload share of
-#: an MTU-1500 frame with timestamps, 1448/1514 = 0.956 (the sweep's calibration fits
-#: 0.955-0.956); the per-message overhead is the fixed cost every message paid beyond its
-#: bytes and the path's one-way latency (the sending call, ZeroMQ's I/O threads, the
-#: receiver's wake-up). No slow-start correction on latency: fedsim's connections are
-#: long-lived and its messages megabytes long.
+#: an MTU-1500 frame with timestamps, 1448/1514 = 0.956 (unweighted fits of the real-TCP
+#: calibration: 0.955-0.956); the per-message overhead is the fixed cost every message paid
+#: beyond its bytes and the path's one-way latency (the sending call, ZeroMQ's I/O threads,
+#: the receiver's wake-up; calibrations gave 1.4-1.9 ms). No slow-start correction on
+#: latency: fedsim's connections are long-lived and its messages megabytes long.
 DEFAULT_BANDWIDTH_FACTOR = 0.956
 DEFAULT_LATENCY_FACTOR = 1.0
 DEFAULT_MESSAGE_OVERHEAD_S = 1.5e-3
