@@ -337,3 +337,16 @@ def test_a_failed_round_leaves_the_model_usable():
     with pytest.raises(RuntimeError):
         m.run_sync_round(0.0, jobs)  # fails after two clients started their downloads
     assert m.run_sync_round(0.0, jobs) == model([prof()] * 4).run_sync_round(0.0, jobs)
+
+
+def test_scenario_network_keys_reach_the_model():
+    from fedsim.runtime.netbuild import build_network
+    from fedsim.scenario.load import validate_doc
+
+    doc = {"network": {"message_overhead": "3ms", "bandwidth_factor": 0.9}}
+    paths = build_network(validate_doc(doc)).model.paths
+    assert paths.message_overhead_s == pytest.approx(3e-3)
+    assert paths.bandwidth_factor == 0.9
+    assert paths.delay == pytest.approx([lat + 3e-3 for lat in paths.latency])
+    default = build_network(validate_doc({})).model.paths
+    assert (default.bandwidth_factor, default.message_overhead_s) == (0.956, OH)
