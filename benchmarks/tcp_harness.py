@@ -20,8 +20,9 @@ model assumes, and measures it:
   buffer frame) at the planned times, and timestamps each message when its last frame has
   been received (``time.monotonic``);
 - the same transfers (same devices, the measured send times, ``wire_bytes`` of the real
-  frames) go through :class:`fedsim.network.links.StarNetwork`, and the per-message
-  completion times (delivery - send) are compared.
+  frames) go through :class:`fedsim.network.links.StarNetwork` (by default with fedsim's
+  default bandwidth factor and per-message overhead, latency = half the measured round
+  trip), and the per-message completion times (delivery - send) are compared.
 
 The namespace is removed on every exit path (``try/finally`` and ``atexit``; names are
 ``fedsim-val-<pid>-<random>``, and stale ones whose creating process is gone are removed
@@ -55,7 +56,13 @@ import simpy
 import zmq
 from fedsim.codecs.wire import TensorRecord, pack_message, unpack_message, wire_bytes
 from fedsim.network.devices import DeviceProfile
-from fedsim.network.links import UP, DevicePaths, StarNetwork
+from fedsim.network.links import (
+    DEFAULT_BANDWIDTH_FACTOR,
+    DEFAULT_MESSAGE_OVERHEAD_S,
+    UP,
+    DevicePaths,
+    StarNetwork,
+)
 from fedsim.network.transport import pid_alive
 
 __all__ = [
@@ -159,6 +166,7 @@ def simulate(
     *,
     bandwidth_factor: float,
     latency_s: float = 0.0,
+    message_overhead_s: float = 0.0,
 ) -> list[float]:
     """Completion time (delivery - send) of each transfer in fedsim's flow-level model."""
     devices = [
@@ -173,7 +181,12 @@ def simulate(
         for i, r in enumerate(case.device_bps)
     ]
     env = simpy.Environment()
-    paths = DevicePaths(devices, bandwidth_factor=bandwidth_factor, latency_factor=1.0)
+    paths = DevicePaths(
+        devices,
+        bandwidth_factor=bandwidth_factor,
+        latency_factor=1.0,
+        message_overhead_s=message_overhead_s,
+    )
     net = StarNetwork(env, paths, case.server_bps, case.server_bps)
     done: dict[int, float] = {}
 
@@ -332,13 +345,15 @@ def run_case(
     ns: Namespace,
     case: Case,
     *,
-    bandwidth_factor: float = HTB_OVERHEAD_FACTOR,
+    bandwidth_factor: float = DEFAULT_BANDWIDTH_FACTOR,
     latency_s: float | None = None,
+    message_overhead_s: float = DEFAULT_MESSAGE_OVERHEAD_S,
     realtime: bool = True,
 ) -> CaseResult:
     """Measure a case on the shaped loopback and simulate it with the measured send times.
 
-    ``latency_s`` defaults to half the measured loopback round trip.
+    The model runs with fedsim's defaults unless told otherwise; ``latency_s`` defaults to
+    half the measured loopback round trip.
     """
     raw = measure(ns, case, realtime=realtime)
     t_send, t_recv = raw["t_send"], raw["t_recv"]
@@ -347,7 +362,12 @@ def run_case(
     measured = [r - s for s, r in zip(t_send, t_recv, strict=True)]
     lat = raw["rtt_s"] / 2 if latency_s is None else latency_s
     simulated = simulate(
-        case, send_s, raw["wire_bytes"], bandwidth_factor=bandwidth_factor, latency_s=lat
+        case,
+        send_s,
+        raw["wire_bytes"],
+        bandwidth_factor=bandwidth_factor,
+        latency_s=lat,
+        message_overhead_s=message_overhead_s,
     )
     return CaseResult(
         case, measured, simulated, send_s, raw["wire_bytes"], raw["rtt_s"], raw["cc"],
@@ -517,7 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(_inside(json.load(sys.stdin)), sys.stdout)
         return 0
     p = argparse.ArgumentParser(prog="python benchmarks/tcp_harness.py", description=__doc__)
-    p.add_argument("--bandwidth-factor", type=float, default=HTB_OVERHEAD_FACTOR)
+    p.add_argument("--bandwidth-factor", type=float, default=DEFAULT_BANDWIDTH_FACTOR)
+    p.add_argument(
+        "--message-overhead", type=float, default=DEFAULT_MESSAGE_OVERHEAD_S, help="seconds"
+    )
     args = p.parse_args(argv)
     if not cli_can_run():
         return 0
@@ -531,7 +554,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     ]
     with Namespace() as ns:
-        results = [run_case(ns, c, bandwidth_factor=args.bandwidth_factor) for c in cases]
+        results = [
+            run_case(
+                ns,
+                c,
+                bandwidth_factor=args.bandwidth_factor,
+                message_overhead_s=args.message_overhead,
+            )
+            for c in cases
+        ]
     print(format_table(results))
     print(json.dumps(summarize(results)))
     return 0

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_BANDWIDTH_FACTOR",
     "DEFAULT_LATENCY_FACTOR",
     "DEFAULT_MSS",
+    "DEFAULT_MESSAGE_OVERHEAD_S",
     "Message",
     "SharedLink",
     "DevicePaths",
@@ -53,11 +54,16 @@ DOWN = 1  #: server -> device: server outgoing link + device downlink
 SIMGRID_BANDWIDTH_FACTOR = 0.97
 SIMGRID_LATENCY_FACTOR = 13.01
 
-#: fedsim's defaults (docs/network-model.md says why): SimGrid's bandwidth factor, which is
-#: also the TCP payload share of an Ethernet frame (1460/1500); no slow-start correction,
-#: since fedsim's connections are long-lived and its messages megabytes long.
-DEFAULT_BANDWIDTH_FACTOR = SIMGRID_BANDWIDTH_FACTOR
+#: fedsim's defaults, measured on real TCP (docs/network-model.md says why,
+#: docs/network-validation.md how): the usable-bandwidth factor is TCP's payload share of
+#: an MTU-1500 frame with timestamps, 1448/1514 = 0.956 (unweighted fits of the real-TCP
+#: calibration: 0.955-0.956); the per-message overhead is the fixed cost every message paid
+#: beyond its bytes and the path's one-way latency (the sending call, ZeroMQ's I/O threads,
+#: the receiver's wake-up; calibrations gave 1.4-1.9 ms). No slow-start correction on
+#: latency: fedsim's connections are long-lived and its messages megabytes long.
+DEFAULT_BANDWIDTH_FACTOR = 0.956
 DEFAULT_LATENCY_FACTOR = 1.0
+DEFAULT_MESSAGE_OVERHEAD_S = 1.5e-3
 DEFAULT_MSS = 1460
 
 _TIME_TOL = 1e-9  # events closer than this (seconds) coalesce
@@ -400,7 +406,9 @@ class DevicePaths:
 
     ``caps[direction][device]`` in bytes/s (device link × bandwidth factor, bounded by the
     Mathis loss bound); ``latency[device]`` one-way seconds × latency factor;
-    ``jitter[device]`` mean extra one-way delay in seconds.
+    ``delay[device]`` the fixed part of every message's delivery on that device, in either
+    direction: latency + ``message_overhead_s``; ``jitter[device]`` mean extra one-way
+    delay in seconds.
     """
 
     def __init__(
@@ -410,6 +418,7 @@ class DevicePaths:
         bandwidth_factor: float = DEFAULT_BANDWIDTH_FACTOR,
         latency_factor: float = DEFAULT_LATENCY_FACTOR,
         mss: int = DEFAULT_MSS,
+        message_overhead_s: float = DEFAULT_MESSAGE_OVERHEAD_S,
     ):
         if not 0.0 < bandwidth_factor <= 1.0:
             raise ValueError(f"bandwidth_factor must be in (0, 1], got {bandwidth_factor}")
@@ -417,9 +426,14 @@ class DevicePaths:
             raise ValueError(f"latency_factor must be >= 0, got {latency_factor}")
         if not mss > 0:
             raise ValueError(f"mss must be > 0 bytes, got {mss}")
+        if not 0.0 <= message_overhead_s < math.inf:
+            raise ValueError(
+                f"message_overhead_s must be >= 0 and finite, got {message_overhead_s}"
+            )
         self.bandwidth_factor = bandwidth_factor
         self.latency_factor = latency_factor
         self.mss = mss
+        self.message_overhead_s = message_overhead_s
         up, down, latency, jitter = [], [], [], []
         for i, d in enumerate(devices):
             if not (d.up_bps > 0 and d.down_bps > 0) or math.isinf(d.up_bps + d.down_bps):
@@ -432,6 +446,7 @@ class DevicePaths:
             jitter.append(d.jitter)
         self.caps = (up, down)
         self.latency = latency
+        self.delay = [lat + message_overhead_s for lat in latency]
         self.jitter = jitter
 
     def __len__(self) -> int:
@@ -442,8 +457,8 @@ class StarNetwork:
     """The server, its two shared links and one connection per device and direction.
 
     ``send`` queues a message; ``on_delivered(msg)`` runs when its last byte has reached the
-    receiver: transmission (fair-shared) + one-way latency + jitter, never before an earlier
-    message on the same connection. Jitter draws are a hash of
+    receiver: transmission (fair-shared) + one-way latency + per-message overhead + jitter,
+    never before an earlier message on the same connection. Jitter draws are a hash of
     (``seed``, ``stream``, device, direction, message number on the connection), so they
     do not depend on the order of unrelated events.
     """
@@ -472,7 +487,7 @@ class StarNetwork:
         # Connections, reused across rounds when the caller lends a pool (see ``close``).
         self._conns: dict[int, _Conn] = {} if pool is None else pool
         self._hash_base = _mix(_mix(seed & _M64) ^ (stream & _M64))
-        self._latency = paths.latency
+        self._delay = paths.delay  # latency + per-message overhead
         self._jitter = paths.jitter
 
     def connection(self, device: int, direction: int) -> _Conn:
@@ -536,7 +551,7 @@ class StarNetwork:
         self.events += 1
         conn = msg._conn
         device = msg.device
-        delay = self._latency[device]
+        delay = self._delay[device]
         jitter = self._jitter[device]
         if jitter > 0.0:
             # One splitmix64 of (stream hash, connection, message number): a draw that does

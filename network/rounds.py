@@ -27,6 +27,7 @@ from .devices import DeviceProfile
 from .links import (
     DEFAULT_BANDWIDTH_FACTOR,
     DEFAULT_LATENCY_FACTOR,
+    DEFAULT_MESSAGE_OVERHEAD_S,
     DEFAULT_MSS,
     DOWN,
     UP,
@@ -407,7 +408,7 @@ class AsyncSession(_Trips):
         """A lower bound on the client's arrival: its remaining phases alone on the network."""
         trip = self._trips[client_id]
         paths = self.model.paths
-        lat = paths.latency[client_id]
+        lat = paths.delay[client_id]  # one-way latency + per-message overhead
         if trip.t_compute_end < _INF:
             return max(self.env.now, trip.t_compute_end) + lat
         if trip.t_down_end < _INF:
@@ -449,6 +450,9 @@ class NetworkModel:
 
     ``server_up_bps`` is the server's incoming capacity (the clients' upload direction),
     ``server_down_bps`` its outgoing one; both in bit/s, ``inf`` for "never the bottleneck".
+    Every message, download or upload, is delivered its device's one-way latency plus
+    ``message_overhead_s`` after its last byte has crossed the links (see
+    :class:`~fedsim.network.links.StarNetwork`).
     Stateless between calls: a round's result depends only on its arguments and the seed.
     """
 
@@ -463,6 +467,7 @@ class NetworkModel:
         bandwidth_factor: float = DEFAULT_BANDWIDTH_FACTOR,
         latency_factor: float = DEFAULT_LATENCY_FACTOR,
         mss: int = DEFAULT_MSS,
+        message_overhead_s: float = DEFAULT_MESSAGE_OVERHEAD_S,
     ):
         for name, v in (("server_up_bps", server_up_bps), ("server_down_bps", server_down_bps)):
             if not v > 0:
@@ -477,6 +482,7 @@ class NetworkModel:
             bandwidth_factor=bandwidth_factor,
             latency_factor=latency_factor,
             mss=mss,
+            message_overhead_s=message_overhead_s,
         )
         self.events = 0  # model events simulated so far (sends, transmissions, deliveries, ...)
         self._conn_pool: dict = {}  # connection objects reused by successive sync rounds

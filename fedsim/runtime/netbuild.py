@@ -124,6 +124,7 @@ def build_network(scenario: Any) -> ScenarioNetwork:
         seed=seeding.derive_seed(scenario.seed, seeding.NETWORK, 2),
         bandwidth_factor=net.bandwidth_factor,
         latency_factor=net.latency_factor,
+        message_overhead_s=net.message_overhead,
     )
     try:
         powers = power_models(devices, {d.profile: d.power for d in net.devices if d.power})

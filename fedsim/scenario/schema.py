@@ -12,6 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from fedsim.network.links import (
+    DEFAULT_BANDWIDTH_FACTOR,
+    DEFAULT_LATENCY_FACTOR,
+    DEFAULT_MESSAGE_OVERHEAD_S,
+)
 from fedsim.scenario import units
 
 
@@ -165,15 +170,21 @@ class NetworkCfg(Strict):
     server_up: Rate = Field(1e9, description="server incoming capacity (shared by uploads)")
     server_down: Rate = Field(1e9, description="server outgoing capacity (shared by downloads)")
     bandwidth_factor: float = Field(
-        0.97,
+        DEFAULT_BANDWIDTH_FACTOR,
         gt=0,
         le=1,
-        description="usable fraction of nominal bandwidth (SimGrid's validated 0.97)",
+        description="usable fraction of nominal bandwidth (TCP payload per MTU-1500 frame, "
+        "measured on real TCP; SimGrid uses 0.97; docs/network-model.md)",
     )
     latency_factor: float = Field(
-        1.0,
+        DEFAULT_LATENCY_FACTOR,
         ge=1,
         description="latency multiplier for TCP slow start (SimGrid uses 13.01; see docs/network-model.md)",
+    )
+    message_overhead: Duration = Field(
+        DEFAULT_MESSAGE_OVERHEAD_S,
+        description="fixed delay every message pays beyond its bytes and the one-way latency, "
+        "both directions (measured on real TCP; docs/network-model.md)",
     )
     devices: list[DeviceMix] = Field(
         default_factory=lambda: [DeviceMix()], min_length=1, description="device mix"

@@ -326,6 +326,20 @@ SCENARIOS: list[tuple[str, str, list[str], str, tuple[str, str] | None]] = [
         "network.bandwidth_factor",
         None,
     ),
+    (
+        "message_overhead negative",
+        table("network", 'message_overhead = "-1ms"'),
+        [],
+        "network.message_overhead",
+        None,
+    ),
+    (
+        "message_overhead negative number",
+        table("network", "message_overhead = -0.001"),
+        [],
+        "network.message_overhead",
+        None,
+    ),
     ("devices empty", table("network", "devices = []"), [], "network.devices", None),
     (
         "device share word",

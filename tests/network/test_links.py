@@ -1,4 +1,8 @@
-"""Analytic cases for max-min sharing, latency, loss and ordering (bandwidth factor 1)."""
+"""Analytic cases for max-min sharing, latency, loss and ordering (bandwidth factor 1).
+
+Every message is delivered ``latency + OH`` after its last byte has crossed the links,
+OH being the default per-message overhead; the expected times below include it.
+"""
 
 import math
 from types import SimpleNamespace
@@ -7,6 +11,7 @@ import numpy as np
 import pytest
 import simpy
 from fedsim.network.links import (
+    DEFAULT_MESSAGE_OVERHEAD_S,
     DOWN,
     SIMGRID_BANDWIDTH_FACTOR,
     UP,
@@ -18,6 +23,7 @@ from fedsim.network.maxmin import mathis_rate, maxmin_rates, waterfill_level
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+OH = DEFAULT_MESSAGE_OVERHEAD_S  # seconds added to every delivery
 MB = 1e6  # bytes
 MBps = 8e6  # bit/s in one MB/s
 
@@ -28,9 +34,9 @@ def dev(up_MBps=100.0, down_MBps=100.0, rtt_s=0.1, jitter=0.0, loss=0.0):
     )
 
 
-def star(devices, server_up_MBps=10.0, server_down_MBps=10.0, *, bf=1.0, lf=1.0, seed=0):
+def star(devices, server_up_MBps=10.0, server_down_MBps=10.0, *, bf=1.0, lf=1.0, seed=0, oh=OH):
     env = simpy.Environment()
-    paths = DevicePaths(devices, bandwidth_factor=bf, latency_factor=lf)
+    paths = DevicePaths(devices, bandwidth_factor=bf, latency_factor=lf, message_overhead_s=oh)
     net = StarNetwork(env, paths, server_up_MBps * MBps, server_down_MBps * MBps, seed=seed)
     return env, net
 
@@ -113,7 +119,8 @@ def test_incremental_rates_equal_waterfilling(caps, capacity, ops):
 
 
 def test_many_flows_with_random_sizes_conserve_bytes():
-    """1,000 flows of random sizes and caps: each finishes exactly when its bytes are through."""
+    """1,000 flows of random sizes and caps: each finishes exactly when its bytes are through
+    (rtt 0: delivered OH after the last byte)."""
     rng = np.random.default_rng(7)
     n = 1000
     caps = rng.uniform(0.001, 0.05, n)  # MB/s; Σ caps ≈ 25 > 10: the server link is contended
@@ -130,6 +137,7 @@ def test_many_flows_with_random_sizes_conserve_bytes():
     env.process(go())
     env.run()
     assert len(done) == n
+    done = {i: t - OH for i, t in done.items()}  # last byte through
     # Replay the piecewise-constant rates with the reference allocation.
     events = sorted({*starts.tolist(), *done.values()})
     sent = np.zeros(n)
@@ -150,7 +158,7 @@ def test_one_flow_takes_latency_plus_size_over_bandwidth():
     out = {}
     net.send(0, DOWN, int(10 * MB), record(env, out))
     env.run()
-    assert out[0] == pytest.approx(0.05 + 10 / 2.0, rel=1e-12)
+    assert out[0] == pytest.approx(0.05 + OH + 10 / 2.0, rel=1e-12)
 
 
 def test_n_equal_flows_through_the_server_link_take_n_times_as_long():
@@ -162,7 +170,7 @@ def test_n_equal_flows_through_the_server_link_take_n_times_as_long():
     env.run()
     assert sorted(out) == list(range(n))
     for t in out.values():
-        assert t == pytest.approx(n * 10 / 10.0, rel=1e-12)
+        assert t == pytest.approx(n * 10 / 10.0 + OH, rel=1e-12)
 
 
 def test_heterogeneous_uploads_share_max_min():
@@ -171,7 +179,7 @@ def test_heterogeneous_uploads_share_max_min():
 
     0..1 s: A 1, B 9 MB/s (B has 1 MB left). From 1 s: A 1, B 4.5, C 4.5: B is done at
     1 + 1/4.5 = 1 + 2/9. Then C (9 MB left... 1 MB sent) gets 9 MB/s: done at 2 + 2/9.
-    A runs at 1 MB/s throughout: 10 s. Each arrives 50 ms after its last byte is sent.
+    A runs at 1 MB/s throughout: 10 s. Each arrives 50 ms + OH after its last byte is sent.
     """
     env, net = star([dev(up_MBps=1.0), dev(up_MBps=100.0), dev(up_MBps=100.0)])
     out = {}
@@ -184,9 +192,9 @@ def test_heterogeneous_uploads_share_max_min():
 
     env.process(late())
     env.run()
-    assert out[1] == pytest.approx(1 + 2 / 9 + 0.05, rel=1e-6)
-    assert out[2] == pytest.approx(2 + 2 / 9 + 0.05, rel=1e-6)
-    assert out[0] == pytest.approx(10.05, rel=1e-6)
+    assert out[1] == pytest.approx(1 + 2 / 9 + 0.05 + OH, rel=1e-6)
+    assert out[2] == pytest.approx(2 + 2 / 9 + 0.05 + OH, rel=1e-6)
+    assert out[0] == pytest.approx(10.05 + OH, rel=1e-6)
 
 
 def test_cancel_frees_the_share_at_once():
@@ -202,7 +210,7 @@ def test_cancel_frees_the_share_at_once():
     env.process(cut())
     env.run()
     assert 1 not in out
-    assert out[0] == pytest.approx(1.0 + 5 / 10.0, rel=1e-12)  # 5 MB at 5 MB/s, then 5 at 10
+    assert out[0] == pytest.approx(1.0 + 5 / 10.0 + OH, rel=1e-12)  # 5 MB at 5, then 5 at 10
 
 
 def test_bandwidth_and_latency_factors():
@@ -210,7 +218,8 @@ def test_bandwidth_and_latency_factors():
     out = {}
     net.send(0, DOWN, int(10 * MB), record(env, out))
     env.run()
-    assert out[0] == pytest.approx(0.05 * 13.01 + 10 / (2.0 * 0.97), rel=1e-12)
+    # The latency factor scales the one-way latency only, not the per-message overhead.
+    assert out[0] == pytest.approx(0.05 * 13.01 + OH + 10 / (2.0 * 0.97), rel=1e-12)
     assert SIMGRID_BANDWIDTH_FACTOR == 0.97
 
 
@@ -221,7 +230,39 @@ def test_loss_caps_the_rate_by_mathis():
     net.send(0, UP, int(1 * MB), record(env, out))
     env.run()
     rate = 1460 / (rtt * math.sqrt(p))  # bytes/s: 73 kB/s, far below the 100 MB/s links
-    assert out[0] == pytest.approx(rtt / 2 + 1 * MB / rate, rel=1e-12)
+    assert out[0] == pytest.approx(rtt / 2 + OH + 1 * MB / rate, rel=1e-12)
+
+
+def test_message_overhead_is_added_to_every_message_in_both_directions():
+    """t = latency + overhead + S / rate exactly, for uploads and downloads alike; the
+    overhead is a delay after the last byte, so it neither occupies the link nor holds
+    back the next message on the connection (back-to-back messages each pay it once)."""
+    oh = 0.25  # a binary fraction: the sums below are exact
+    env, net = star(
+        [dev(up_MBps=2.0, down_MBps=4.0, rtt_s=0.5)], server_up_MBps=100.0,
+        server_down_MBps=100.0, oh=oh,
+    )  # fmt: skip
+    out = {}
+    net.send(0, DOWN, int(8 * MB), record(env, out, key=lambda m: ("down", m.nbytes)))
+    net.send(0, UP, int(8 * MB), record(env, out, key=lambda m: ("up", m.nbytes)))
+    net.send(0, UP, int(2 * MB), record(env, out, key=lambda m: ("up", m.nbytes)))
+    env.run()
+    assert out[("down", 8_000_000)] == 0.25 + 0.25 + 8 / 4.0
+    assert out[("up", 8_000_000)] == 0.25 + 0.25 + 8 / 2.0
+    assert out[("up", 2_000_000)] == 0.25 + 0.25 + (8 + 2) / 2.0  # sent right after the first
+    # Without the overhead the same transfers take latency + S / rate.
+    env, net = star([dev(up_MBps=2.0, rtt_s=0.5)], server_up_MBps=100.0, oh=0.0)
+    out = {}
+    net.send(0, UP, int(8 * MB), record(env, out))
+    env.run()
+    assert out[0] == 0.25 + 8 / 2.0
+
+
+def test_message_overhead_must_be_finite_and_nonnegative():
+    assert DevicePaths([dev(rtt_s=0.2)], message_overhead_s=0.01).delay == [0.1 + 0.01]
+    for bad in (-1e-3, math.inf, math.nan):
+        with pytest.raises(ValueError, match="message_overhead_s"):
+            DevicePaths([dev()], message_overhead_s=bad)
 
 
 # -- one connection: sequential transmission, in-order delivery ------------------------------
@@ -239,7 +280,7 @@ def test_messages_on_one_connection_are_sent_and_delivered_in_order():
     # Transmission is sequential on the connection: last bytes leave at 3, 4 and 6 s.
     assert [m.t_transmitted for m in msgs] == pytest.approx([3.0, 4.0, 6.0])
     for m in msgs:
-        assert m.t_delivered >= m.t_transmitted + 0.05
+        assert m.t_delivered >= m.t_transmitted + 0.05 + OH
 
 
 def test_jitter_is_deterministic_and_nonnegative():
@@ -254,7 +295,7 @@ def test_jitter_is_deterministic_and_nonnegative():
     a, b, c = run(1), run(1), run(2)
     assert a == b
     assert a != c
-    base = 0.05 + 1000 / (100 * MB)
+    base = 0.05 + OH + 1000 / (100 * MB)
     assert all(t >= base - 1e-12 for t in a)
 
 
