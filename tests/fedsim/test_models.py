@@ -263,6 +263,8 @@ def test_cifar_layout_is_he_et_al_6n_plus_2(n, depth):
     res = ResNet((3, 32, 32), 10, blocks=n, layout="cifar")
     assert weighted_layers(res) == depth == 6 * n + 2
     assert [len(b) for b in res.body] == [n, n - 1, n - 1]  # the downsampler is block 1
+    if n == 1:  # stages 2 and 3 are their downsampler alone
+        assert res(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     unrolled = ResNet((3, 32, 32), 10, blocks=n)
     ode = ODENet((3, 32, 32), 10, blocks=n)
     assert weighted_layers(unrolled) == weighted_layers(ode) == 6 * n + 6
