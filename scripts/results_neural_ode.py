@@ -384,9 +384,10 @@ def write_page(runs: Path, out: Path) -> str:
     # -- 1. depth table
     w("## 1. Wire bytes per round: ODE-Net vs ResNet-20 ... ResNet-110 (CIFAR-10 shapes)\n")
     w(
-        "Each figure is the size of a message that went through fedsim's encoder and ZeroMQ "
-        "framing in a real one-round run (traffic.jsonl `wire_bytes` of client 0: the model "
-        "it receives and the update it sends; fp32 both ways, `odefl`, which sends every "
+        "Each figure is the size of a message that fedsim encoded into wire frames in a real "
+        "one-round run (traffic.jsonl `wire_bytes` of client 0: msgpack header and tensor "
+        "frames plus ZeroMQ's per-frame framing, for the model it receives and the update it "
+        "sends; fp32 both ways, `odefl`, which sends every "
         "distinct tensor once). Inputs are CIFAR-10-shaped (3x32x32, 10 classes; synthetic "
         "pixels: bytes depend only on shapes). ResNet-(6n+2) is He et al.'s CIFAR layout "
         '(`model.name = "resnet"`, `layout = "cifar"`): stem conv, 3 stages of width 16, 32, '
