@@ -261,8 +261,21 @@ class ODENet(StagedNet):
         return {n: self.iterations if n in shared else 1 for n, _ in self.named_parameters()}
 
 
+LAYOUTS = ("unrolled", "cifar")
+
+
 class ResNet(StagedNet):
-    """ResNet counterpart of odenet: the same stem, downsamplers and head, n distinct blocks."""
+    """ResNet counterpart of odenet: the same stem, downsamplers and head, distinct blocks.
+
+    ``layout="unrolled"`` (default): n residual blocks after every downsampler, exactly an
+    ODE-Net with C = n whose iterations do not share weights; with 3 stages that is 6n+6
+    weighted layers. ``layout="cifar"``: He et al.'s CIFAR ResNet (Deep Residual Learning,
+    CVPR 2016, Sec. 4.2): the downsampler is the first of a stage's n blocks, so stages 2
+    and 3 add n-1 blocks after it; with 3 stages that is 6n+2 layers, ResNet-20, 32, 44,
+    56, 110 at n = 3, 5, 7, 9, 18. Layers count as He et al. count them: the stem, two 3x3
+    convs per block, the classifier; the downsamplers' 1x1 projection shortcuts (He et al.'s
+    option B; their CIFAR nets use parameter-free option A) are not counted.
+    """
 
     def __init__(
         self,
@@ -272,11 +285,31 @@ class ResNet(StagedNet):
         norm: str = "group",
         width: int = 16,
         stages: int = 3,
+        layout: str = "unrolled",
     ):
         if blocks < 1:
             raise ValueError(f"blocks: {blocks} must be >= 1")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+        stage_index = iter(range(stages))
 
         def body(channels: int) -> nn.Sequential:
-            return nn.Sequential(*(ResidualBlock(channels, norm) for _ in range(blocks)))
+            own = blocks - 1 if layout == "cifar" and next(stage_index) > 0 else blocks
+            return nn.Sequential(*(ResidualBlock(channels, norm) for _ in range(own)))
 
         super().__init__(input_shape, num_classes, width, stages, norm, body, "resnet")
+        self.layout = layout
+
+
+def weighted_layers(model: nn.Module) -> int:
+    """Layers as He et al. count a ResNet's depth: 3x3 convs and the linear classifier
+    (the 1x1 projection shortcuts not counted); an ODE block counts once per iteration."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, ODEBlock):
+            total += 2 * (module.iterations - 1)  # its two convs count again per extra step
+        if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+            total += 1
+        elif isinstance(module, nn.Linear):
+            total += 1
+    return total

@@ -10,6 +10,8 @@ from torch import nn
 
 from fedsim.errors import ScenarioError
 from fedsim.models import MODELS, ODENet, ResNet, build_model, describe_models, odeint_fixed
+from fedsim.models.layers import group_count
+from fedsim.models.odenet import weighted_layers
 
 SMALL = {"odenet": {"width": 4, "blocks": 2}, "resnet": {"width": 4, "blocks": 2}}
 
@@ -234,3 +236,50 @@ def test_gradients_reach_the_shared_weights():
     model = ODENet((1, 8, 8), 10, blocks=2, width=4, solver="rk4")
     model(torch.randn(2, 1, 8, 8)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+# --- norm groups and the CIFAR ResNet layout ------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 512])
+def test_group_norm_keeps_two_channels_per_group(channels):
+    groups = group_count(channels)
+    assert channels % groups == 0 and channels // groups >= 2 and groups <= 32
+    # the most such groups: one more group would break a rule
+    assert all(channels % g or channels // g < 2 for g in range(groups + 1, 33))
+
+
+def test_narrow_odenet_is_not_instance_norm():
+    """min(32, C) groups at width 8 put one channel in each group; every GroupNorm of a
+    width-8 ODE-Net must pool at least 2 channels."""
+    model = ODENet((1, 28, 28), 10, blocks=2, width=8)
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(m.num_channels // m.num_groups >= 2 for m in norms)
+    assert group_count(8) == 4 and group_count(64) == 32
+
+
+@pytest.mark.parametrize(("n", "depth"), [(1, 8), (3, 20), (5, 32), (9, 56), (18, 110)])
+def test_cifar_layout_is_he_et_al_6n_plus_2(n, depth):
+    res = ResNet((3, 32, 32), 10, blocks=n, layout="cifar")
+    assert weighted_layers(res) == depth == 6 * n + 2
+    assert [len(b) for b in res.body] == [n, n - 1, n - 1]  # the downsampler is block 1
+    if n == 1:  # stages 2 and 3 are their downsampler alone
+        assert res(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    unrolled = ResNet((3, 32, 32), 10, blocks=n)
+    ode = ODENet((3, 32, 32), 10, blocks=n)
+    assert weighted_layers(unrolled) == weighted_layers(ode) == 6 * n + 6
+
+
+def test_resnet110_has_he_et_al_parameter_count_and_odenet_saves_about_90_percent():
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    res = count(ResNet((3, 32, 32), 10, blocks=18, layout="cifar"))
+    ode = count(ODENet((3, 32, 32), 10, blocks=18))
+    assert 1.70e6 < res < 1.75e6  # He et al. 2016, Table 6: 1.7M
+    assert 0.89 < 1 - ode / res < 0.91
+
+
+def test_resnet_layout_is_checked():
+    with pytest.raises(ScenarioError, match="layout"):
+        build_model("resnet", (1, 8, 8), 10, layout="6n+2")
