@@ -63,6 +63,9 @@ def level_bits(s: int) -> int:
     return max(1, math.ceil(math.log2(s + 1)))
 
 
+LossSource = Literal["global", "clients"]
+
+
 class FedDQOptions(Options):
     mode: Literal["range", "loss"] = Field("range", description="bit rule: update range or loss")
     res: float = Field(0.005, gt=0, description="range mode: quantization resolution")
@@ -75,9 +78,10 @@ class FedDQOptions(Options):
     gamma: float = Field(1.0, ge=0, description="loss mode: exponent γ")
     s_min: int = Field(1, ge=1, description="loss mode: fewest levels")
     weighted: bool = Field(True, description="sample-weighted mean of updates (false: plain)")
-
-
-LossSource = Literal["global", "clients"]
+    loss_source: LossSource = Field(
+        "clients",
+        description="loss mode: F from the clients' mean mini-batch loss or the global model",
+    )
 
 
 class LossTracking:

@@ -25,12 +25,12 @@ from fedsim.scenario.load import validate_doc
 from test_engine import TINY, server_for  # isort: skip
 
 
-def scenario(**algorithm) -> object:
+def scenario(name: str = "adaquantfl", **algorithm) -> object:
     """test_engine's tiny MLP scenario, trained enough per round that the loss moves."""
     doc = json.loads(json.dumps(TINY))
     doc["train"] = {"local_steps": 20, "batch_size": 32, "lr": 0.1}
     doc["runtime"] = {"checkpoint_every": 1}
-    doc["algorithm"] = {"name": "adaquantfl", **algorithm}
+    doc["algorithm"] = {"name": name, **algorithm}
     return validate_doc(doc)
 
 
@@ -63,6 +63,18 @@ def test_f0_is_the_fresh_models_training_loss_near_ln10():
     assert abs(f0 - math.log(10)) < 0.1  # 10 classes, near-uniform predictions
     assert f0 == pytest.approx(union_loss(srv, srv.global_state), rel=1e-6)
     assert plan.uplink == "qsgd:s=2" and plan.config["level"] == 2  # s_0 in round 1
+    srv.close()
+
+
+def test_feddq_loss_mode_can_read_the_global_loss_too():
+    srv = server_for(scenario("feddq", mode="loss", loss_source="global", s0=16))
+    runner = ClientRunner(srv.scenario, srv.experiment)
+    assert one_round(srv, runner, 1, [0, 1]) == "fp32"  # bits per tensor from the config
+    assert srv.algo.f0 == pytest.approx(union_loss(srv, srv.initial_global), rel=1e-6)
+    assert srv.algo.f_last == pytest.approx(union_loss(srv, srv.global_state), rel=1e-6)
+    bits = srv.plan(2).config["bits"]
+    s = max(1, math.ceil(16 * srv.algo.f_last / srv.algo.f0))  # descending with the loss
+    assert bits == max(1, math.ceil(math.log2(s + 1))) and bits < 5
     srv.close()
 
 
