@@ -124,6 +124,7 @@ def load_seed(variant: str, seed: int) -> dict | None:
             [r.get("paper_bits_up", 0.0) / max(r["aggregated"], 1) for r in every]
         ),
         "loss_F": np.array([r.get("loss_F", np.nan) for r in every]),
+        "loss_F0": every[0].get("loss_F0") if every else None,
         "summary": json.loads((d / "summary.json").read_text()),
     }
 
@@ -276,6 +277,34 @@ def plots(runs: dict) -> list[str]:
     return made
 
 
+FAMS = ("FedDQ", "AdaQuantFL", "fixed 8-bit")
+RIVALS = ("AdaQuantFL", "fixed 8-bit")
+SCALE = {"bits": (1e6, 2), "bytes": (1e6, 3), "round": (1, 1)}
+
+
+def front_rows(runs: dict, key: str) -> tuple[list[list[str]], dict[str, list]]:
+    """The fronts table for `key` and, per rival, (target, FedDQ's saving, ranges apart)."""
+    scale, digits = SCALE[key]
+    rows, cmp = [], {f: [] for f in RIVALS}
+    for t in TARGETS:
+        fr = {f: front(runs, f, t, key) for f in FAMS}
+        cells = [pct(t)]
+        for f in FAMS:
+            best = fr[f]
+            cells.append(
+                f"{best[0]}: {pm(best[1], scale, digits, False)}" if best else "not reached by 3/3"
+            )
+        for f in RIVALS:
+            if fr["FedDQ"] and fr[f]:
+                a, b = fr["FedDQ"][1], fr[f][1]
+                cmp[f].append((t, 1 - a["mean"] / b["mean"], clearly(a, b) == "ranges apart"))
+                cells.append(f"{saving(a['mean'], b['mean'])} ({clearly(a, b)})")
+            else:
+                cells.append("—")
+        rows.append(cells)
+    return rows, cmp
+
+
 # ---- the page -------------------------------------------------------------------------------
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -289,8 +318,18 @@ def trend(seeds: list[dict], k: int = 5) -> tuple[float, float]:
     return float(v[:, :k].mean()), float(v[:, -k:].mean())
 
 
+def f0_note(runs: dict) -> str:
+    f0 = [s["loss_F0"] for n, seeds in runs.items() for s in seeds if family(n) == "AdaQuantFL"]
+    f0 = [f for f in f0 if f is not None]
+    if not f0:
+        return ""
+    return f" Measured F_0 over the AdaQuantFL runs: {np.mean(f0):.3f} ± {np.std(f0):.3f}."
+
+
 def verdict(n_yes: int, n_all: int) -> str:
-    if n_all and n_yes == n_all:
+    if not n_all:
+        return "not measured here (no target reached by every seed of both)"
+    if n_yes == n_all:
         return "holds"
     return "holds partly" if n_yes else "does not hold here"
 
@@ -345,7 +384,7 @@ def write_page(names: list[str]) -> None:
         "union of the 20 clients' training data (all 4,000 digits), computed by the server "
         "after every aggregation; F_0 = F(w_0) before round 1 (about ln 10 = 2.30). The "
         'clients\' mean mini-batch loss remains an option (`loss_source = "clients"`), '
-        "not used here.\n"
+        "not used here." + f0_note(runs) + "\n"
         "- **Fixed b-bit** (FedPAQ style): uniform b-bit quantization of every tensor of Δ "
         "over [min, max], b ∈ {2, 4, 8}. **QSGD** with s = 16 (5 + 1 sign bits per value). "
         "**fp32**: plain FedAvg, the reference.\n"
@@ -412,64 +451,52 @@ def write_page(names: list[str]) -> None:
     # ---- fronts
     L.append("## Where FedDQ's front lies below the others\n")
     L.append(
-        "Per target, each family's best setting (the lowest mean paper bits among its settings "
-        "every seed of which reaches the target), and FedDQ's saving against it; "
-        '"ranges apart" when the mean ± std intervals do not overlap.\n'
+        "Per target, each family's best setting (the lowest mean among its settings every "
+        "seed of which reaches the target), and FedDQ's saving against it (negative: FedDQ "
+        'needs more); "ranges apart" when the mean ± std intervals do not overlap.\n'
     )
-    fams = ("FedDQ", "AdaQuantFL", "fixed 8-bit")
-    rows, below = [], {"AdaQuantFL": [], "fixed 8-bit": []}
-    save_bits, save_rounds = {}, {}
-    for t in TARGETS:
-        fr = {f: front(runs, f, t, "bits") for f in fams}
-        cells = [pct(t)]
-        for f in fams:
-            cells.append(
-                f"{fr[f][0]}: {pm(fr[f][1], 1e6, 2, False)}" if fr[f] else "not reached by 3/3"
-            )
-        for f in ("AdaQuantFL", "fixed 8-bit"):
-            if fr["FedDQ"] and fr[f]:
-                a, b = fr["FedDQ"][1], fr[f][1]
-                below[f].append((t, a["mean"] < b["mean"]))
-                save_bits.setdefault(f, []).append((1 - a["mean"] / b["mean"], t))
-                cells.append(f"{saving(a['mean'], b['mean'])} ({clearly(a, b)})")
-            else:
-                cells.append("—")
-        for f in ("AdaQuantFL", "fixed 8-bit"):
-            ra, rb = front(runs, "FedDQ", t, "round"), front(runs, f, t, "round")
-            if ra and rb:
-                save_rounds.setdefault(f, []).append((1 - ra[1]["mean"] / rb[1]["mean"], t))
-        rows.append(cells)
-    L += table(
-        [
-            "target",
-            *(f"{f} best (Mbit)" for f in fams),
-            "FedDQ saves vs AdaQuantFL",
-            "vs fixed 8-bit",
-        ],
-        rows,
-    )
+    fronts = {}
+    for key, unit in (("bits", "paper bits, Mbit"), ("bytes", "exact wire bytes, MB")):
+        rows, fronts[key] = front_rows(runs, key)
+        L.append(f"Cumulative uplink, {unit}:\n")
+        L += table(
+            ["target", *(f"{f} best" for f in FAMS), *(f"FedDQ saves vs {f}" for f in RIVALS)], rows
+        )
+    _, fronts["round"] = front_rows(runs, "round")
     rows = []
-    for t in TARGETS:
+    for t in TARGETS if {"feddq-0.005", "adaquantfl-s2"} <= set(runs) else ():
         a, b = reach(runs["feddq-0.005"], t, "bits"), reach(runs["adaquantfl-s2"], t, "bits")
         cell = "—"
         if a["n"] == len(SEEDS) and b["n"] == len(SEEDS):
             cell = f"{saving(a['mean'], b['mean'])} ({clearly(a, b)})"
         rows.append([pct(t), pm(a, 1e6), pm(b, 1e6), cell])
-    L.append("The papers' default settings alone (FedDQ res = 0.005, AdaQuantFL s_0 = 2):\n")
+    L.append(
+        "The papers' default settings alone (FedDQ res = 0.005, AdaQuantFL s_0 = 2), paper bits:\n"
+    )
     L += table(["target", "feddq-0.005 (Mbit)", "adaquantfl-s2 (Mbit)", "FedDQ saves"], rows)
     # ---- verdicts
     L.append("## Verdicts\n")
-    for f in ("AdaQuantFL", "fixed 8-bit"):
-        yes = [pct(t) for t, ok in below[f] if ok]
-        no = [pct(t) for t, ok in below[f] if not ok]
+    for f in RIVALS:
+        n_yes = n_all = 0
+        parts = []
+        for key, what in (("bits", "paper bits"), ("bytes", "wire bytes")):
+            cmp = fronts[key][f]
+            yes = [pct(t) for t, sv, _ in cmp if sv > 0]
+            no = [pct(t) for t, sv, _ in cmp if sv <= 0]
+            n_yes, n_all = n_yes + len(yes), n_all + len(cmp)
+            saved = ", ".join(
+                f"{100 * sv:.0f}% at {pct(t)}{'' if apart else '*'}" for t, sv, apart in cmp
+            )
+            parts.append(
+                f"{what}: below at {', '.join(yes) or 'no target'}"
+                + (f", not below at {', '.join(no)}" if no else "")
+                + (f" (saving {saved})" if cmp else "")
+            )
         L.append(
-            f"- **FedDQ needs fewer cumulative uplink bits than {f} to reach a target "
-            f"accuracy: {verdict(len(yes), len(below[f]))}.** FedDQ's front is below at "
-            f"{', '.join(yes) or 'no target'}"
-            + (f", not below at {', '.join(no)}" if no else "")
-            + " (targets reached by every seed of both; savings "
-            + ", ".join(f"{100 * s:.0f}% at {pct(t)}" for s, t in save_bits.get(f, []))
-            + ").\n"
+            f"- **FedDQ needs fewer cumulative uplink bits than {f} to reach a target accuracy: "
+            f"{verdict(n_yes, n_all)}.** FedDQ's front, "
+            + "; ".join(parts)
+            + ". Only targets every seed of both reaches; * = within the seed spread.\n"
         )
     ups, downs = [], []
     for n, seeds in runs.items():
@@ -484,34 +511,37 @@ def write_page(names: list[str]) -> None:
         f"{verdict(ok, len(ups) + len(downs))}.** Mean bits per value, first 5 rounds → last "
         "5 rounds: " + "; ".join(f"{n} {a:.2f} → {b:.2f}" for n, a, b in downs + ups) + ".\n"
     )
-    best_bits = max((s for f in save_bits for s in save_bits[f]), default=None)
-    if best_bits:
+    for key, claim, paper in (
+        ("bits", "Up to 65.2% of the communicated bit volume saved", 0.652),
+        ("round", "Up to 68% of the communication rounds saved", 0.68),
+    ):
+        cmp = [(sv, t, f) for f in RIVALS for t, sv, _ in fronts[key][f]]
+        if not cmp:
+            L.append(
+                f'- **"{claim}" (paper): not measured here** (no target reached by all seeds).\n'
+            )
+            continue
+        sv, t, f = max(cmp)
+        word = "holds" if sv >= paper else "holds partly" if sv > 0 else "does not hold here"
         L.append(
-            f'- **"Up to 65.2% of the communicated bit volume saved" (paper): '
-            f"{'holds' if best_bits[0] >= 0.652 else 'holds partly' if best_bits[0] > 0 else 'does not hold here'}.** "
-            f"The largest saving of FedDQ's front here is {100 * best_bits[0]:.1f}% (at the "
-            f"{pct(best_bits[1])} target, against "
-            + ", ".join(f for f in save_bits if (best_bits in save_bits[f]))
-            + ").\n"
-        )
-    best_rounds = max((s for f in save_rounds for s in save_rounds[f]), default=None)
-    if best_rounds:
-        L.append(
-            f'- **"Up to 68% of the communication rounds saved" (paper): '
-            f"{'holds' if best_rounds[0] >= 0.68 else 'holds partly' if best_rounds[0] > 0 else 'does not hold here'}.** "
-            "Rounds to target, FedDQ's fewest-rounds setting against each family's: "
+            f'- **"{claim}" (paper): {word}.** Largest saving of FedDQ\'s front here: '
+            f"{100 * sv:.1f}% (against {f} at the {pct(t)} target); all: "
             + "; ".join(
-                f"vs {f}: " + ", ".join(f"{100 * s:.0f}% at {pct(t)}" for s, t in v)
-                for f, v in save_rounds.items()
+                f"vs {r}: "
+                + ", ".join(f"{100 * x:.0f}% at {pct(tt)}" for tt, x, _ in fronts[key][r])
+                for r in RIVALS
             )
             + ".\n"
         )
     fp = reach(runs["fp32"], 0.95, "round") if "fp32" in runs else None
     q2 = reach(runs["fixed-2"], 0.95, "round") if "fixed-2" in runs else None
     if fp and q2:
+        fa = spread([x["summary"]["final_accuracy"] for x in runs["fp32"]])
+        f2 = spread([x["summary"]["final_accuracy"] for x in runs["fixed-2"]])
         L.append(
-            f"- Setting check (2-bit updates should visibly slow training): rounds to 95%, "
-            f"fp32 {pm(fp, 1, 1)} against fixed 2-bit {pm(q2, 1, 1)}.\n"
+            "- Setting check (2-bit updates should visibly slow training): rounds to 95%, "
+            f"fp32 {pm(fp, 1, 1)} against fixed 2-bit {pm(q2, 1, 1)}; final accuracy "
+            f"{pm({**fa, 'n': 0}, 0.01, 2, False)}% against {pm({**f2, 'n': 0}, 0.01, 2, False)}%.\n"
         )
     L.append("## Caveats\n")
     L.append(

@@ -171,4 +171,5 @@ class FedDQ(LossTracking, FedPAQ):
         out = super().after_aggregate(rnd, global_state, results)
         if self.uses_loss() and self.f_last is not None:
             out["loss_F"] = self.f_last  # the F the next round's level rule reads
+            out["loss_F0"] = self.f0
         return out
