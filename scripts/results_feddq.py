@@ -239,7 +239,8 @@ def plots(runs: dict) -> list[str]:
                     if t >= lo:
                         ax.axhline(100 * t, color="grey", linewidth=0.6, linestyle=":")
             ax.grid(alpha=0.3)
-        axes[0].set_title("mean over 3 seeds, band ± 1 std (round by round)")
+        n = max(len(seeds) for seeds in runs.values())
+        axes[0].set_title(f"mean over {n} seeds, band ± 1 std (round by round)")
         axes[1].set_title("zoom: 85% and above (dotted: targets)")
         axes[1].legend(fontsize=7, ncol=2, loc="lower right")
         fig.tight_layout()
