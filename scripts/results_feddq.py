@@ -224,8 +224,11 @@ def plots(runs: dict) -> list[str]:
     ):
         fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
         for ax, lo in zip(axes, (None, 0.85), strict=True):
+            left = []
             for name, seeds in runs.items():
                 xs, m, sd = band(seeds, x, "acc")
+                if lo is not None and (m >= lo).any():
+                    left.append(xs[np.argmax(m >= lo)] / scale)
                 c = COLORS.get(name)
                 style = "--" if name == "fp32" else "-"
                 ax.plot(xs / scale, 100 * m, style, color=c, label=name, linewidth=1.4)
@@ -235,6 +238,8 @@ def plots(runs: dict) -> list[str]:
             ax.set_ylabel("test accuracy (%)")
             if lo is not None:
                 ax.set_ylim(100 * lo, 98.5)
+                if left:
+                    ax.set_xlim(left=0.8 * min(left))
                 for t in TARGETS:
                     if t >= lo:
                         ax.axhline(100 * t, color="grey", linewidth=0.6, linestyle=":")
