@@ -155,16 +155,24 @@ def band(seeds: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def family(name: str) -> str:
-    for prefix, fam in (("feddq", "FedDQ"), ("adaquantfl", "AdaQuantFL")):
+    for prefix, fam in (("feddq", "FedDQ"), ("adaquantfl", "AdaQuantFL"), ("qsgd", "QSGD")):
         if name.startswith(prefix):
             return fam
-    return {"fixed-8": "fixed 8-bit"}.get(name, name)
+    return name
+
+
+MEMBERS = {  # the families the fronts compare, by the variants they draw on
+    "FedDQ": lambda n: n.startswith("feddq"),
+    "AdaQuantFL": lambda n: n.startswith("adaquantfl"),
+    "fixed 8-bit": lambda n: n == "fixed-8",
+    "fixed 2/4/8-bit": lambda n: n.startswith("fixed-"),
+}
 
 
 def front(runs: dict, fam: str, target: float, key: str) -> tuple[str, dict] | None:
     """The family's best setting at `target`: the lowest mean among settings every seed of
     which reaches the target."""
-    cands = [(n, reach(s, target, key)) for n, s in runs.items() if family(n) == fam]
+    cands = [(n, reach(s, target, key)) for n, s in runs.items() if MEMBERS[fam](n)]
     cands = [(n, r) for n, r in cands if r["n"] == len(runs[n])]
     return min(cands, key=lambda c: c[1]["mean"]) if cands else None
 
@@ -283,8 +291,8 @@ def plots(runs: dict) -> list[str]:
     return made
 
 
-FAMS = ("FedDQ", "AdaQuantFL", "fixed 8-bit")
-RIVALS = ("AdaQuantFL", "fixed 8-bit")
+FAMS = tuple(MEMBERS)
+RIVALS = FAMS[1:]
 SCALE = {"bits": (1e6, 2), "bytes": (1e6, 3), "round": (1, 1)}
 
 
@@ -539,33 +547,53 @@ def write_page(names: list[str]) -> None:
         ("bits", "Up to 65.2% of the communicated bit volume saved", 0.652),
         ("round", "Up to 68% of the communication rounds saved", 0.68),
     ):
-        cmp = [(sv, t, f) for f in RIVALS for t, sv, _ in fronts[key][f]]
+        cmp = [(sv, t, f, apart) for f in RIVALS for t, sv, apart in fronts[key][f]]
         if not cmp:
             L.append(
                 f'- **"{claim}" (paper): not measured here** (no target reached by all seeds).\n'
             )
             continue
-        sv, t, f = max(cmp)
-        word = "holds" if sv >= paper else "holds partly" if sv > 0 else "does not hold here"
+        clear = [c for c in cmp if c[0] > 0 and c[3]]
+        sv, t, f, _ = max(clear or cmp)
+        word = (
+            "holds" if clear and sv >= paper else "holds partly" if clear else "does not hold here"
+        )
         L.append(
-            f'- **"{claim}" (paper): {word}.** Largest saving of FedDQ\'s front here: '
-            f"{100 * sv:.1f}% (against {f} at the {pct(t)} target); all: "
+            f'- **"{claim}" (paper): {word}.** Largest saving of FedDQ\'s front here '
+            + ("beyond the seed spread" if clear else "(none beyond the seed spread)")
+            + f": {100 * sv:.1f}% (against {f} at the {pct(t)} target); all: "
             + "; ".join(
                 f"vs {r}: "
-                + ", ".join(f"{100 * x:.0f}% at {pct(tt)}" for tt, x, _ in fronts[key][r])
+                + ", ".join(
+                    f"{100 * x:.0f}% at {pct(tt)}{'' if ap else '*'}"
+                    for tt, x, ap in fronts[key][r]
+                )
                 for r in RIVALS
             )
-            + ".\n"
+            + " (* = within the seed spread).\n"
         )
-    fp = reach(runs["fp32"], 0.95, "round") if "fp32" in runs else None
-    q2 = reach(runs["fixed-2"], 0.95, "round") if "fixed-2" in runs else None
-    if fp and q2:
+    if {"fp32", "fixed-2"} <= set(runs):
+        fp, q2 = reach(runs["fp32"], 0.95, "round"), reach(runs["fixed-2"], 0.95, "round")
         fa = spread([x["summary"]["final_accuracy"] for x in runs["fp32"]])
         f2 = spread([x["summary"]["final_accuracy"] for x in runs["fixed-2"]])
+        slowed = fp["n"] == len(SEEDS) and (
+            q2["n"] < len(SEEDS) or q2["mean"] - q2["std"] > fp["mean"] + fp["std"]
+        )
         L.append(
-            "- Setting check (2-bit updates should visibly slow training): rounds to 95%, "
-            f"fp32 {pm(fp, 1, 1)} against fixed 2-bit {pm(q2, 1, 1)}; final accuracy "
-            f"{pm({**fa, 'n': 0}, 0.01, 2, False)}% against {pm({**f2, 'n': 0}, 0.01, 2, False)}%.\n"
+            "- **Setting check — 2-bit updates visibly slow training here (PAPERS.md's premise "
+            f"for this setting): {'holds' if slowed else 'does not hold here'}.** Rounds to "
+            f"95%: fp32 {pm(fp, 1, 1)}, fixed 2-bit {pm(q2, 1, 1)}; final accuracy "
+            f"{pm({**fa, 'n': 0}, 0.01, 2, False)}% against "
+            f"{pm({**f2, 'n': 0}, 0.01, 2, False)}%."
+            + (
+                ""
+                if slowed
+                else " Quantizing the *updates* to 2 bits (per-tensor min–max, deterministic "
+                "rounding) costs this CNN little; the narrow CNN discriminates post-training "
+                "quantization of the *weights*, not of updates. So the cheapest fixed scheme, "
+                "not fixed 8-bit, is the baseline to beat (the `fixed 2/4/8-bit` column above)."
+            )
+            + "\n"
         )
     L.append("## Caveats\n")
     L.append(
