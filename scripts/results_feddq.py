@@ -260,6 +260,39 @@ def plots(runs: dict) -> list[str]:
         fig.savefig(IMG / f"feddq_{stem}.png", dpi=100)
         plt.close(fig)
         made.append(f"img/feddq_{stem}.png")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    for ax, key, unit in (
+        (axes[0], "bits", "paper bits to target (Mbit, log)"),
+        (axes[1], "bytes", "wire bytes to target (MB, log)"),
+    ):
+        for i, (name, seeds) in enumerate(runs.items()):
+            pts = [(t, reach(seeds, t, key)) for t in TARGETS]
+            pts = [(t, r) for t, r in pts if r["n"] == len(seeds)]
+            if not pts:
+                continue
+            xs = [100 * t + 0.1 * (i - len(runs) / 2) for t, _ in pts]  # side by side
+            ax.errorbar(
+                xs,
+                [r["mean"] / 1e6 for _, r in pts],
+                yerr=[r["std"] / 1e6 for _, r in pts],
+                color=COLORS.get(name),
+                linestyle="--" if name == "fp32" else "-",
+                marker="o",
+                markersize=3,
+                capsize=2,
+                label=name,
+                linewidth=1.2,
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("target test accuracy (%)")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("cumulative uplink to each target (mean ± std, seeds reaching: all)")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(IMG / "feddq_to_target.png", dpi=100)
+    plt.close(fig)
+    made.append("img/feddq_to_target.png")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     for name, seeds in runs.items():
         if name == "fp32":
