@@ -48,6 +48,7 @@ class Experiment:
         self.y_train = readonly_tensor(self.dataset.y_train).to(self.device)
         self.x_test = readonly_tensor(self.dataset.x_test).to(self.device)
         self.y_test = readonly_tensor(self.dataset.y_test).to(self.device)
+        self._union: tuple[torch.Tensor, torch.Tensor] | None = None  # train_loss's data
 
     def algorithm(self) -> Algorithm:
         """A fresh instance of the scenario's method (one per role)."""
@@ -65,6 +66,17 @@ class Experiment:
             model = copy.deepcopy(model).to(self.device)
         return evaluate(model, self.x_test, self.y_test, self.scenario.eval.batch_size)
 
+    def train_loss(self, model: torch.nn.Module) -> float:
+        """F(w) = Σ_k (n_k/n)·F_k(w): the mean cross-entropy of `model` over the union of the
+        clients' training data (every sample some client holds, each once)."""
+        if self._union is None:
+            idx = np.unique(np.concatenate([np.asarray(p) for p in self.partitions]))
+            at = torch.from_numpy(idx).to(self.device)
+            self._union = (self.x_train[at], self.y_train[at])
+        if next(model.parameters()).device != self.device:
+            model = copy.deepcopy(model).to(self.device)
+        return evaluate(model, *self._union, self.scenario.eval.batch_size)[1]
+
     def train_flops_per_sample(self, model: torch.nn.Module) -> float:
         """Counted on the CPU whatever the device: simulated time never depends on it."""
         if next(model.parameters()).device.type != "cpu":
@@ -80,5 +92,6 @@ class Experiment:
             new_model=lambda: self.new_model(algorithm),
             evaluate=self.evaluate,
             train_flops_per_sample=self.train_flops_per_sample,
+            train_loss=self.train_loss,
             rng=lambda rnd, client=0: seeding.rng_for(seed, seeding.ALGORITHM, rnd, client),
         )

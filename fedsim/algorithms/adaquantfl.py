@@ -4,9 +4,13 @@ A diff of FedDQ's loss-based mode: the QSGD level rises as the global training l
 
     s_k = ceil(s_0 · sqrt(F_0 / F_k)),   s_0 = 2,
 
-with F the mean training loss the clients reported in the previous round (already a scalar
-in every update's header, so it is counted on the wire) and F_0 round 1's. The whole update
-goes through QSGD with s_k levels (`qsgd:s=<s_k>`, set in the round plan's uplink).
+with F the global model's training loss, as the rule is written (Jhunjhunwala et al.
+2021, eq. for s_k): F_k = F(w_k) over the union of the clients' training data, computed by
+the server after every aggregation, F_0 = F(w_0) before round 1 (≈ ln 10 for 10 classes).
+`loss_source = "clients"` uses instead the mean of the clients' local mini-batch losses of
+the previous round (the scalar already in every update's header, counted on the wire;
+F_0 = round 1's, round 1 at s_0). The whole update goes through QSGD with s_k levels
+(`qsgd:s=<s_k>`, the round plan's uplink, which travels in every task).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from fedsim.algorithms.base import ClientContext, Options, RoundPlan, State
-from fedsim.algorithms.feddq import FedDQ
+from fedsim.algorithms.feddq import FedDQ, LossSource
 
 
 def adaquant_level(s0: float, f0: float | None, fk: float | None, s_max: int = 2**15) -> int:
@@ -31,6 +35,10 @@ class AdaQuantFLOptions(Options):
     s0: float = Field(2.0, gt=0, description="initial QSGD level s_0")
     s_max: int = Field(2**15, ge=1, le=2**15, description="cap on the level")
     weighted: bool = Field(True, description="sample-weighted mean of updates")
+    loss_source: LossSource = Field(
+        "global",
+        description="F: the global model's training loss, or the clients' mean mini-batch loss",
+    )
 
 
 class AdaQuantFL(FedDQ):
@@ -38,7 +46,11 @@ class AdaQuantFL(FedDQ):
     summary = "AdaQuantFL: QSGD levels ascending as the loss falls (Jhunjhunwala et al. 2021)"
     Options = AdaQuantFLOptions
 
+    def uses_loss(self) -> bool:
+        return True
+
     def configure_round(self, rnd: int, global_state: State) -> RoundPlan:
+        self.loss_before_round(global_state)
         s = adaquant_level(self.options.s0, self.f0, self.f_last, self.options.s_max)
         plan = super(FedDQ, self).configure_round(rnd, global_state)
         return RoundPlan(plan.payload, plan.downlink, f"qsgd:s={s}", {**plan.config, "level": s})

@@ -57,6 +57,8 @@ class ServerContext:
     train_flops_per_sample: training FLOPs per sample of a model (forward + backward).
     rng: rng(round, client=0), a generator seeded by (scenario seed, round, client), for a
         method's server-side draws.
+    train_loss: F(w), the mean cross-entropy of a model over the union of the clients'
+        training data (the federated objective; e.g. AdaQuantFL's level rule).
     """
 
     scenario: Any
@@ -65,6 +67,7 @@ class ServerContext:
     evaluate: Callable[[torch.nn.Module], tuple[float, float]]
     train_flops_per_sample: Callable[[torch.nn.Module], float]
     rng: Callable[..., np.random.Generator]
+    train_loss: Callable[[torch.nn.Module], float] | None = None
     round: int = 0
 
 
