@@ -218,13 +218,21 @@ def robust_section(runs: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
         wins = [c for c in LOW if np.mean(row[c]) > np.mean(base[c])]
         losses = [c for c in LOW if c not in wins]
         word = "holds" if not losses else ("holds partly" if wins else "does not hold here")
+        # a gain larger than twice the seed spread of the paired difference (and positive on
+        # every seed) is one that 3 seeds can show
+        clear = [
+            c for c in LOW if min(d := paired(row[c], base[c])) > 0 and np.mean(d) > 2 * np.std(d)
+        ]
         gains = ", ".join(
             f"{LABEL.get(c, c)} {100 * (np.mean(row[c]) - np.mean(base[c])):+.1f}" for c in LOW
         )
         verdict.append(
             f"- {name}: **{word}** — above FedAvg at {len(wins)} of {len(LOW)}"
             + (f" (not at {', '.join(LABEL.get(c, c) for c in losses)})" if losses else "")
-            + f"; points vs FedAvg: {gains}."
+            + f"; points vs FedAvg: {gains}; above on every seed and by more than twice the "
+            f"seed spread at {len(clear)} of {len(LOW)}"
+            + (f" ({', '.join(LABEL.get(c, c) for c in clear)})" if clear else "")
+            + "."
         )
     verdict.append("")
     w8 = {n: paired(row["W8A8"], row["fp32"]) for n, row in table.items()}
