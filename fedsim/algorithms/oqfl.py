@@ -117,7 +117,10 @@ class OQFL(FedAvg):
 
     def async_refusal(self) -> str | None:
         if self.options.wire == "int":
-            return "wire = int sends local weights (not differences) and projects their mean"
+            return (
+                "wire = int sends local weights on a grid, and the server's latent adds each "
+                "one's difference from the model of the current round"
+            )
         return None
 
     def convert(self, model: torch.nn.Module) -> dict[str, int]:
