@@ -18,7 +18,9 @@ Wire modes:
 - `int`: each quantized weight travels as its b-bit integer codes plus its fp32 step (a
   `q<b>` record with lo = −Q_N·s and step s, decoded by the standard codec), both ways;
   biases and steps fp32. Clients train from the grid model they receive and send their
-  local model's codes (round to nearest, or stochastic rounding with `rounding`).
+  local model's codes, rounded stochastically by default (unbiased: a client's progress of
+  less than half a step reaches the server in expectation; `rounding = "nearest"` drops
+  it — docs/results/quantization.md measures both).
   The server keeps fp32 latent weights (`latent`, declared server state, so checkpoints
   carry it): latent ← latent + mean_k(ŵ_k − w_sent) and the next global model is the
   latent projected onto the averaged step's grid. Projecting the average itself every
@@ -66,7 +68,7 @@ class OQFLOptions(Options):
         True, description="int wire: the server accumulates updates in fp32 latent weights"
     )
     rounding: Literal["nearest", "stochastic"] = Field(
-        "nearest", description="int wire: how a client rounds its weights to codes"
+        "stochastic", description="int wire: how a client rounds its weights to codes"
     )
     weighted: bool = Field(True, description="sample-weighted averaging")
 
