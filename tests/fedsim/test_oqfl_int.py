@@ -105,7 +105,6 @@ TINY = {
 }
 
 
-@pytest.mark.slow  # three short runs (about 10 s each on a busy 2-core machine)
 def test_int_wire_resumed_run_has_the_fresh_hash(tmp_path, monkeypatch):
     from fedsim.runtime import coordinator as coord
     from fedsim.scenario.load import validate_doc
