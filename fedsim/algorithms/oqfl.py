@@ -15,12 +15,18 @@ tensors of the payload. The server converts its model in `init_global` and the c
 Wire modes:
 - `latent` (the paper): fp32 W and steps both ways; the uplink carries Δ like FedAvg
   (same bytes as FedAvg plus the steps).
-- `int`: each quantized weight goes up as its b-bit integer codes plus its fp32 step (a
-  `q<b>` record with lo = −Q_N·s and step s, decoded by the standard codec); biases and
-  steps fp32. The server averages the dequantized weights and projects them back onto the
-  averaged step's grid, so the downlink carries b-bit values too. The coordinator encodes
-  the whole downlink with one codec, so it is `q<max bits in use>` (exact for grid values
-  up to float rounding; biases at that many bits) until a per-tensor downlink lands.
+- `int`: each quantized weight travels as its b-bit integer codes plus its fp32 step (a
+  `q<b>` record with lo = −Q_N·s and step s, decoded by the standard codec), both ways;
+  biases and steps fp32. Clients train from the grid model they receive and send their
+  local model's codes, rounded stochastically by default (unbiased: a client's progress of
+  less than half a step reaches the server in expectation; `rounding = "nearest"` drops
+  it — docs/results/quantization.md measures both).
+  The server keeps fp32 latent weights (`latent`, declared server state, so checkpoints
+  carry it): latent ← latent + mean_k(ŵ_k − w_sent) and the next global model is the
+  latent projected onto the averaged step's grid. Projecting the average itself every
+  round (`server_latent = false`, the first build) erases every change smaller than half a
+  step: a weight whose clients mostly keep it on its grid point never moves, however many
+  rounds push it the same way.
 """
 
 from __future__ import annotations
@@ -58,14 +64,27 @@ class OQFLOptions(Options):
         None, ge=0, le=16, description="bits of layer inputs (None: = bits, 0: not quantized)"
     )
     wire: Literal["latent", "int"] = Field("latent", description="latent fp32 W or int codes")
+    server_latent: bool = Field(
+        True, description="int wire: the server accumulates updates in fp32 latent weights"
+    )
+    rounding: Literal["nearest", "stochastic"] = Field(
+        "stochastic", description="int wire: how a client rounds its weights to codes"
+    )
     weighted: bool = Field(True, description="sample-weighted averaging")
 
 
-def int_record(name: str, w: np.ndarray, step: float, bits: int) -> TensorRecord:
-    """w's LSQ codes as a standard `q<bits>` record: lo = −Q_N·s, step s, codes k + Q_N."""
+def int_record(
+    name: str, w: np.ndarray, step: float, bits: int, rng: np.random.Generator | None = None
+) -> TensorRecord:
+    """w's LSQ codes as a standard `q<bits>` record: lo = −Q_N·s, step s, codes k + Q_N.
+
+    Round to nearest, or with `rng` stochastically: ⌊w/s + u⌋, u ~ U[0, 1), so that
+    E[code]·s = w inside the range (unbiased rounding, as QSGD, Alistarh et al. 2017)."""
     qn, qp = signed_range(bits)
     s = np.float32(step) if step > 0 else np.float32(1e-12)
-    k = np.clip(np.rint(w.astype(np.float32).reshape(-1) / s), -qn, qp) + qn
+    x = w.astype(np.float32).reshape(-1) / s
+    r = np.rint(x) if rng is None else np.floor(x + rng.random(x.shape, dtype=np.float32))
+    k = np.clip(r, -qn, qp) + qn
     packed = pack_codes(k.astype(code_dtype(bits)), bits)
     scales = np.array([-qn * s, s], np.float32)
     return TensorRecord(name, f"q{bits}", tuple(w.shape), {}, (packed, scales))
@@ -88,13 +107,22 @@ class OQFL(FedAvg):
     name = "oqfl"
     summary = "OQFL: LSQ learned-step quantization trained with the task loss (Kim & Hong 2020)"
     Options = OQFLOptions
+    # int wire: the server's fp32 latent weights {"<layer>.weight": array} (None otherwise)
+    server_state_fields = ("latent",)
+    latent: dict[str, np.ndarray] | None = None
 
     def owns_codec(self, direction: str) -> bool:
         return self.options.wire == "int"  # the learned grid's integer codes both ways
 
+    def custom_downlink(self) -> bool:
+        return self.options.wire == "int"  # latent mode sends the payload like FedAvg
+
     def async_refusal(self) -> str | None:
         if self.options.wire == "int":
-            return "wire = int sends local weights (not differences) and projects their mean"
+            return (
+                "wire = int sends local weights on a grid, and the server's latent adds each "
+                "one's difference from the model of the current round"
+            )
         return None
 
     def convert(self, model: torch.nn.Module) -> dict[str, int]:
@@ -109,16 +137,36 @@ class OQFL(FedAvg):
         """Every process converts its model before loading state (workers included)."""
         self._bits = self.convert(model)
 
+    def on_grid(self, state: State) -> State:
+        """state with every quantized weight projected onto its layer's grid (its w_step)."""
+        out = dict(state)
+        for layer, b in self._bits.items():
+            k = f"{layer}.weight"
+            out[k] = project(state[k], float(state[f"{layer}.w_step"][0]), b)
+        return out
+
     # ---- server ------------------------------------------------------------------------
     def init_global(self, model: torch.nn.Module) -> State:
         self._bits = self.convert(model)
-        return state_from_model(model)
+        state = state_from_model(model)
+        if self.options.wire != "int":
+            return state
+        # the global model is what devices hold (on the grid); the latent starts at the init
+        self.latent = {f"{layer}.weight": state[f"{layer}.weight"].copy() for layer in self._bits}
+        return self.on_grid(state)
 
     def configure_round(self, rnd: int, global_state: State) -> RoundPlan:
         plan = super().configure_round(rnd, global_state)
         if self.options.wire != "int":
             return plan
-        return RoundPlan(plan.payload, f"q{max(self._bits.values())}", plan.uplink, plan.config)
+        bits = ",".join(str(b) for b in sorted(set(self._bits.values())))
+        return RoundPlan(plan.payload, f"int({bits})+fp32", plan.uplink, plan.config)
+
+    def encode_payload(self, rnd: int, plan: RoundPlan, rng: np.random.Generator) -> list:
+        if self.options.wire != "int":
+            return super().encode_payload(rnd, plan, rng)
+        records, _ = encode_tensors(plan.payload, self._codec_for(plan.payload, self._bits), rng)
+        return records
 
     def aggregate(self, rnd: int, global_state: State, results: list[ClientResult]) -> State:
         if not results:
@@ -130,11 +178,15 @@ class OQFL(FedAvg):
             return out
         out = {k: mean[k].astype(np.float32) for k in global_state}
         out.update({k: positive_step(v) for k, v in out.items() if k.endswith("_step")})
-        for layer, b in self._bits.items():
-            out[f"{layer}.weight"] = project(
-                out[f"{layer}.weight"], float(out[f"{layer}.w_step"][0]), b
-            )
-        return out
+        if self.options.server_latent:
+            # latent ← latent + mean_k(ŵ_k − w_sent): w_sent = global_state, the grid model
+            # every client received this round
+            self.latent = {
+                k: (v + (mean[k] - global_state[k])).astype(np.float32)
+                for k, v in self.latent.items()
+            }
+            out.update(self.latent)
+        return self.on_grid(out)
 
     def after_aggregate(
         self, rnd: int, global_state: State, results: list[ClientResult]
@@ -165,19 +217,24 @@ class OQFL(FedAvg):
                     update.tensors[k] = positive_step(v)
         return update
 
+    def _codec_for(self, t: State, bits: dict[str, int], stochastic: bool = False) -> Any:
+        """Per tensor: a quantized layer's weight as codes on its grid, the rest fp32."""
+
+        def codec_for(name: str, x: np.ndarray) -> Any:
+            layer = name[: -len(".weight")] if name.endswith(".weight") else None
+            if layer in bits:  # the integer codes of the learned grid (its step: w_step)
+                return _Grid(float(t[f"{layer}.w_step"][0]), bits[layer], stochastic)
+            return Float32Codec()
+
+        return codec_for
+
     def encode_update(self, ctx: ClientContext, update: ClientUpdate, up: Uplink) -> Encoded:
         if self.options.wire == "latent":
             return super().encode_update(ctx, update, up)
         bits = lsq_bits(ctx.model)
         t = update.tensors
-
-        def codec_for(name: str, x: np.ndarray) -> Any:
-            layer = name[: -len(".weight")] if name.endswith(".weight") else None
-            if layer in bits:  # the integer codes of the learned grid (its step: w_step)
-                return _Grid(float(t[f"{layer}.w_step"][0]), bits[layer])
-            return Float32Codec()
-
-        records, _ = encode_tensors(t, codec_for, up.rng, None)
+        stochastic = self.options.rounding == "stochastic"
+        records, _ = encode_tensors(t, self._codec_for(t, bits, stochastic), up.rng, None)
         paper = sum(
             (
                 bits[k[: -len(".weight")]]
@@ -193,8 +250,8 @@ class OQFL(FedAvg):
 class _Grid:
     """Encodes one tensor as its codes on a learned b-bit grid (`int_record`)."""
 
-    def __init__(self, step: float, bits: int):
-        self.step, self.bits = step, bits
+    def __init__(self, step: float, bits: int, stochastic: bool = False):
+        self.step, self.bits, self.stochastic = step, bits, stochastic
 
     def encode(self, name: str, x: np.ndarray, rng: Any, state: Any) -> tuple[TensorRecord, None]:
-        return int_record(name, x, self.step, self.bits), None
+        return int_record(name, x, self.step, self.bits, rng if self.stochastic else None), None

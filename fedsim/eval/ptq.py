@@ -3,7 +3,10 @@
 As in Gupta et al. (TMLR 2023, quantization-robust FL): weights symmetric min-max per
 output channel; activations (the input of every conv/linear layer) per tensor, their
 ranges calibrated on a few training batches of the full-precision model; "W3"/"W2" are
-weight-only. ``ptq_table(model, dataset, configs)`` -> {config: test accuracy}.
+weight-only. A config is ``W<bits>[A<bits>][PT]``: the suffix ``PT`` quantizes weights
+with one scale per tensor instead of per output channel ("W2PT": per-tensor 2-bit weights,
+where one large channel sets the step of every other). ``ptq_table(model, dataset,
+configs)`` -> {config: test accuracy}.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import copy
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -21,16 +24,28 @@ from torch import nn
 from fedsim.eval.evaluate import evaluate
 from fedsim.models.quant import fake_quant_minmax, fake_quant_symmetric, quant_layers
 
-DEFAULT_CONFIGS = ("W8A8", "W6A6", "W4A8", "W4A4", "W3", "W2")
-_CONFIG = re.compile(r"W([0-9]+)(?:A([0-9]+))?")
+# PAPERS.md §2's columns: W4A4 does not separate methods on the narrow CNN, W2 and the
+# per-tensor configs do
+DEFAULT_CONFIGS = ("W8A8", "W6A6", "W4A8", "W4A4", "W3A3", "W2A8", "W3", "W2", "W3PT", "W2PT")
+_CONFIG = re.compile(r"W([0-9]+)(?:A([0-9]+))?(PT)?")
 
 
-def parse_config(cfg: str) -> tuple[int, int | None]:
-    """ "W4A8" -> (4, 8); "W3" -> (3, None) (weights only)."""
+class PTQConfig(NamedTuple):
+    w_bits: int
+    a_bits: int | None  # None: activations stay fp32 (weight-only)
+    per_channel: bool = True  # False: one weight scale per tensor (suffix PT)
+
+
+def parse_config(cfg: str) -> PTQConfig:
+    """ "W4A8" -> (4, 8, True); "W3" -> (3, None, True) (weights only); "W2PT" -> (2, None,
+    False) (per-tensor weight scale)."""
     m = _CONFIG.fullmatch(cfg.strip().upper())
-    if not m or not 1 <= int(m.group(1)) <= 32:
-        raise ValueError(f"bad PTQ config {cfg!r}: expected W<bits>[A<bits>], e.g. W4A8")
-    return int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+    if not m or not 1 <= int(m.group(1)) <= 32 or (m.group(2) and not 1 <= int(m.group(2)) <= 32):
+        raise ValueError(
+            f"bad PTQ config {cfg!r}: expected W<bits>[A<bits>][PT], e.g. W4A8 or W2PT"
+        )
+    a_bits = int(m.group(2)) if m.group(2) else None
+    return PTQConfig(int(m.group(1)), a_bits, per_channel=not m.group(3))
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -71,13 +86,19 @@ def calibrate(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int) 
 
 
 def quantize_copy(
-    model: nn.Module, w_bits: int, a_bits: int | None, ranges: dict[str, tuple]
+    model: nn.Module,
+    w_bits: int,
+    a_bits: int | None,
+    ranges: dict[str, tuple],
+    *,
+    per_channel: bool = True,
 ) -> nn.Module:
-    """A copy of model with per-channel quantized weights and (if a_bits) input hooks."""
+    """A copy of model with quantized weights (per output channel or per tensor) and (if
+    a_bits) input hooks."""
     q = copy.deepcopy(model)
     with torch.no_grad():
         for _, m in quant_layers(q):
-            m.weight.copy_(fake_quant_symmetric(m.weight, w_bits, per_channel=True))
+            m.weight.copy_(fake_quant_symmetric(m.weight, w_bits, per_channel=per_channel))
     if a_bits:
         for name, m in quant_layers(q):
             if name in ranges:
@@ -105,6 +126,7 @@ def ptq_table(
     out = {"fp32": accuracy(model, x_test, y_test)}
     ranges = calibrate(model, x_cal, calib_batches, batch_size)
     for cfg in configs:
-        wb, ab = parse_config(cfg)
-        out[cfg] = accuracy(quantize_copy(model, wb, ab, ranges), x_test, y_test)
+        c = parse_config(cfg)
+        q = quantize_copy(model, c.w_bits, c.a_bits, ranges, per_channel=c.per_channel)
+        out[cfg] = accuracy(q, x_test, y_test)
     return out

@@ -225,7 +225,7 @@ class EvalCfg(Strict):
     )
     ptq: list[str] = Field(
         default_factory=list,
-        description='post-training quantization of the final model, e.g. ["W8A8", "W4A4", "W2"] (summary.json "ptq")',
+        description='post-training quantization of the final model, e.g. ["W8A8", "W4A4", "W2", "W2PT"] (PT: one weight scale per tensor; summary.json "ptq")',
     )
 
 

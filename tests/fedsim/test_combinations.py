@@ -67,6 +67,10 @@ def all_cases() -> tuple[dict[str, dict], dict[str, str]]:
     for algo in sorted(ALGORITHMS):
         for mode in ("sync", "async"):
             candidates[f"{algo}-{mode}"] = merged(algorithm={"name": algo}, server={"mode": mode})
+    for mode in ("sync", "async"):  # OQFL's int wire: its own codecs and a server latent
+        candidates[f"oqfl-int-{mode}"] = merged(
+            algorithm={"name": "oqfl", "wire": "int"}, server={"mode": mode}
+        )
     for i, spec in enumerate(CODECS):
         for direction in ("uplink", "downlink"):
             candidates[f"codec{i}-{direction}"] = merged(codec={direction: spec})

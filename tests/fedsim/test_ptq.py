@@ -13,11 +13,16 @@ from fedsim.eval.ptq import DEFAULT_CONFIGS, calibrate, parse_config, ptq_table,
 
 
 def test_parse_config():
-    assert parse_config("W8A8") == (8, 8)
-    assert parse_config("w4a8") == (4, 8)
-    assert parse_config("W3") == (3, None)
-    with pytest.raises(ValueError):
-        parse_config("A8")
+    assert parse_config("W8A8") == (8, 8, True)
+    assert parse_config("w4a8") == (4, 8, True)
+    assert parse_config("W3") == (3, None, True)
+    assert parse_config("W3A3") == (3, 3, True)
+    assert parse_config("W2A8") == (2, 8, True)
+    assert parse_config("W2PT") == (2, None, False)
+    assert parse_config("w4a4pt") == (4, 4, False)
+    for bad in ("A8", "W2P", "W2TP", "W4A", "W4A99", "W0"):
+        with pytest.raises(ValueError):
+            parse_config(bad)
 
 
 def _toy():
@@ -57,3 +62,38 @@ def test_quantize_copy_weight_levels_per_channel():
     for m in (q[0], q[2]):
         for row in m.weight.detach():
             assert len(torch.unique(row)) <= 4  # 2-bit signed codes per channel
+
+
+def test_quantize_copy_per_tensor_shares_one_scale():
+    """Per tensor: one step for the whole layer, so a channel of small weights loses its
+    levels (per channel it keeps its own)."""
+    model = nn.Sequential(nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -0.4, 0.25, 0.0], [0.01, -0.02, 0.03, 0.0]]))
+    per_channel = quantize_copy(model, 3, None, {})[0].weight.detach()
+    per_tensor = quantize_copy(model, 3, None, {}, per_channel=False)[0].weight.detach()
+    # 3 bits: Q_P = 3; per tensor the step is 1/3 for both rows, so row 1 rounds to zero
+    assert torch.allclose(per_tensor[0], torch.tensor([1.0, -1 / 3, 1 / 3, 0.0]))
+    assert torch.equal(per_tensor[1], torch.zeros(4))
+    # per channel row 1 has its own step 0.01 and keeps every weight
+    assert torch.allclose(per_channel[1], torch.tensor([0.01, -0.02, 0.03, 0.0]), atol=1e-6)
+    levels = torch.unique(per_tensor)
+    assert len(levels) <= 2**3
+
+
+def test_ptq_table_columns_of_the_quantization_page():
+    """W3A3, W2A8 and per-tensor W3/W2 run through the same path; per-tensor 2-bit weights
+    cannot beat per-channel ones on a model with channels of different scale."""
+    model, ds = _toy()
+    with torch.no_grad():
+        model[0].weight[:8] *= 20.0  # half of the hidden units have much larger weights
+        model[0].bias[:8] *= 20.0
+    configs = ("W3A3", "W2A8", "W2", "W3PT", "W2PT")
+    table = ptq_table(model, ds, configs, calib_batches=2, batch_size=64)
+    assert list(table) == ["fp32", *configs]
+    pt = quantize_copy(model, 2, None, {}, per_channel=False)
+    pc = quantize_copy(model, 2, None, {})
+    assert not torch.equal(pt[0].weight, pc[0].weight)
+    assert table["W2PT"] == pytest.approx(
+        float((pt(torch.from_numpy(ds.x_test)).argmax(1).numpy() == ds.y_test).mean())
+    )
