@@ -351,3 +351,53 @@ def test_keep_global_mean_reads_unsent_as_no_change():
     out = keep_global_mean(res, g)
     np.testing.assert_allclose(out["w.weight"], [[(3 + 3) / 4, 15 / 4], [0.0, 2.0]])
     np.testing.assert_allclose(out["w.bias"], [0.25, 0.25])
+
+
+@pytest.mark.slow
+def test_faithful_with_ramp_end_resumes_to_the_same_hash(tmp_path):
+    """The server mask is declared state: faithful with a ramp ending mid-run, killed after
+    its round-2 checkpoint and resumed, ends with the uninterrupted run's model and logs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fedsim.runtime.jsonl import read_jsonl
+
+    doc = {
+        "name": "fd-resume",
+        "seed": 5,
+        "rounds": 4,
+        "data": {"dataset": "mnist5k"},
+        "model": {"name": "mlp", "args": {"hidden": [32]}},
+        "clients": {"count": 6, "per_round": 3},
+        "train": {"local_steps": 2, "batch_size": 16},
+        "runtime": {"checkpoint_every": 1},
+        "algorithm": {
+            "name": "feddip",
+            "mode": "faithful",
+            "ramp_end": 3,
+            "prune_every": 2,
+            "target_sparsity": 0.9,
+        },
+    }
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps({"fd": doc}))
+    driver = Path(__file__).with_name("combo_driver.py")
+    for mode in ("inproc", "resume"):
+        subprocess.run(
+            [sys.executable, str(driver), str(cases), str(tmp_path / mode), mode],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    a, b = tmp_path / "inproc" / "fd", tmp_path / "resume" / "fd"
+    sha = [json.loads((d / "summary.json").read_text())["model_sha256"] for d in (a, b)]
+    assert sha[0] == sha[1]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if not k.startswith("wall_")} for r in rows]
+
+    ma = strip(read_jsonl(a / "metrics.jsonl"))
+    assert ma == strip(read_jsonl(b / "metrics.jsonl"))
+    assert strip(read_jsonl(a / "traffic.jsonl")) == strip(read_jsonl(b / "traffic.jsonl"))
+    assert [r["sparsity"] for r in ma][2:] == pytest.approx([0.9, 0.9], abs=2e-3)
