@@ -255,7 +255,13 @@ def write_page(names: list[str], wall: float | None) -> str:
     dense_total = mean([r["total"] for r in dense])
     dense_values = mean([r["values_up"] + r["values_down"] for r in dense])
     rounds = dense[0]["summary"]["rounds"]
-    span, cpu_sum = run_span(runs)
+    span, wall_sum = run_span(runs)
+    timed = [
+        json.loads(timing_file(n, s).read_text())
+        for n in runs
+        for s in SEEDS
+        if timing_file(n, s).exists()
+    ]
 
     def gap(n: str) -> list[float]:  # paired by seed: same partition, init and sampling
         return [r["acc"] - d["acc"] for r, d in zip(runs[n], dense, strict=False)]
@@ -273,9 +279,19 @@ def write_page(names: list[str], wall: float | None) -> str:
         "into `runs/feddip/<variant>/seed-<N>/`, two runs side by side with one torch thread "
         "each, then writes this page; `--no-run` rewrites the page from existing runs). The "
         f"{sum(len(v) for v in runs.values())} runs took {span / 60:.1f} min of wall time from "
-        f"the first start to the last end on this machine's 2 cores (shared with other work; "
-        f"{cpu_sum / 60:.1f} min summed over the runs)"
+        f"the first start to the last end on this machine's 2 cores, shared with other "
+        f"sessions' work ({wall_sum / 60:.1f} min summed over the runs)"
         + (f"; the script's run phase measured {wall / 60:.1f} min" if wall else "")
+        + (
+            f". CPU time, measured for the {len(timed)} runs that recorded it: "
+            f"{mean([t['cpu_s'] for t in timed]):.0f} s per run on average, so all "
+            f"{sum(len(v) for v in runs.values())} runs need about "
+            f"{mean([t['cpu_s'] for t in timed]) * sum(len(v) for v in runs.values()) / 120:.0f}"
+            " min on 2 otherwise idle cores (an estimate from that CPU time, not a measured wall "
+            "time)"
+            if timed
+            else ""
+        )
         + ". Same layout as `fedsim run scenarios/feddip.toml --seeds 0,1,2 --out runs/feddip`; "
         "`fedsim compare runs/feddip` gives the runtime's own mean ± std table. Do not edit by "
         "hand.\n"
@@ -342,17 +358,17 @@ def write_page(names: list[str], wall: float | None) -> str:
             f"({'at most' if ok_bytes else 'above'} {TARGET_SHARE:.0f}%)."
         )
     L.append(
-        "\nThe other sparsity levels, against the same two bounds (the paper claims accuracy "
-        "similar to dense up to extreme sparsity):\n"
+        "\nThe other sparsity levels (the paper claims accuracy similar to dense up to "
+        "extreme sparsity; 'similar' read as within the same 2 points):\n"
     )
     for n in ("feddip_0.9", "feddip_0.99"):
         if n not in runs:
             continue
-        g, sh = mean(gap(n)), mean(share(n))
-        ok_acc, ok_bytes = g >= -TARGET_GAP, sh <= TARGET_SHARE
+        ok_acc = mean(gap(n)) >= -TARGET_GAP
         L.append(
-            f"- `{n}` (s_p = {info[n]['sp']}): **{verdict(ok_acc, ok_bytes)}** — accuracy "
-            f"{ms(gap(n))} points, total bytes {ms(share(n))}% of dense."
+            f"- `{n}` (s_p = {info[n]['sp']}): accuracy within {TARGET_GAP:.0f} points of "
+            f"dense **{'holds' if ok_acc else 'does not hold here'}** — {ms(gap(n))} points, "
+            f"at {ms(share(n))}% of dense total bytes."
         )
     L.append(
         "\nAgainst top-k with error feedback at the same final density, both links sparse "
@@ -371,6 +387,31 @@ def write_page(names: list[str], wall: float | None) -> str:
             f"- s_p = {lv}: **{'holds' if ok else 'does not hold here'}** — FedDIP {fa:.1f}% "
             f"at {fs:.1f}% of dense bytes, top-k+EF {ta:.1f}% at {ts:.1f}% (FedDIP − top-k: "
             f"{ms(diff)} points, paired by seed)."
+        )
+    topks = [n for n in runs if n.startswith("topk_ef_")]
+    if topks:
+        L.append(
+            "\nAt about equal total bytes instead (the top-k+EF row whose total share is "
+            "closest to FedDIP's; top-k+EF at FedDIP's final density sends fewer values than "
+            "FedDIP's ramp does):\n"
+        )
+    for f in (
+        "feddip_0.9",
+        "feddip_0.95",
+        "feddip_s0.8_0.95",
+        "feddip_faithful_0.95",
+        "feddip_0.99",
+    ):
+        if f not in runs or not topks:
+            continue
+        t = min(topks, key=lambda n: abs(mean(share(n)) - mean(share(f))))
+        fa, ta = mean([r["acc"] for r in runs[f]]), mean([r["acc"] for r in runs[t]])
+        diff = [a["acc"] - b["acc"] for a, b in zip(runs[f], runs[t], strict=False)]
+        ok = fa >= ta - 1.0
+        L.append(
+            f"- `{f}` ({mean(share(f)):.1f}% of dense) against `{t}` ({mean(share(t)):.1f}%): "
+            f"**{'holds' if ok else 'does not hold here'}** — {fa:.1f}% vs {ta:.1f}% "
+            f"(FedDIP − top-k: {ms(diff)} points)."
         )
     L.append(
         "\nCaveats: 3 seeds of a narrow CNN on 1,000 test digits (one evaluation swings by a "
