@@ -307,7 +307,7 @@ def test_downlink_sends_exact_per_tensor_records(tmp_path):
         "run",
         str(root / "scenarios" / "feddip.toml"),
         "--variant",
-        "feddip_regrow_0.95",
+        "feddip_0.95",
         "--rounds",
         "3",
         "--out",
@@ -317,7 +317,7 @@ def test_downlink_sends_exact_per_tensor_records(tmp_path):
         "train.local_steps=2",
     ]
     assert main(args) == 0
-    run = out / "feddip_regrow_0.95"
+    run = out / "feddip_0.95"
     metrics = [json.loads(line) for line in open(run / "metrics.jsonl")]
     traffic = [json.loads(line) for line in open(run / "traffic.jsonl")]
     for m in metrics[:-1]:
