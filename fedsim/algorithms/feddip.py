@@ -3,7 +3,10 @@ regularization, with sparse payloads both ways (../shared/PAPERS.md §5).
 
 Pieces, all as in the paper's code (EricLoong/feddip) unless marked:
 
-- target sparsity s_t = s_p + (s_0 − s_p)(1 − t/T)^3 (`sparsity_at`);
+- target sparsity s_t = s_p + (s_0 − s_p)(1 − t/R)^3 for t < R, s_p from round R on
+  (`sparsity_at`); R = `ramp_end`, by default T (the code's ramp over the whole run);
+  PAPERS.md §5 (revised) runs R = T/2, which is where the mean density of the schedule
+  drops low enough for the ≤ 15% total-bytes target;
 - round 1: each client draws its own random ERK mask at density 1 − s_0 (`erk_densities`,
   norm layers, biases and shortcut convs dense);
 - local step: forward with w ⊙ m, loss = CE + λ_t Σ_l ||(w ⊙ m)_l||_2, the gradient taken at
@@ -16,8 +19,13 @@ Pieces, all as in the paper's code (EricLoong/feddip) unless marked:
 Modes:
 
 - ``faithful``: the code's behaviour. The server re-prunes every `prune_every` rounds
-  (and on rounds 1 and T) with the old mask applied first, so masks only shrink (nested);
-  clients upload w ⊙ m — sparse on the wire (the paper's code uploads it dense).
+  (and on round 1 and every round from R on) with the old mask applied first, so masks only
+  shrink (nested); from round 2 clients upload w ⊙ m with m the global mask — sparse on the
+  wire where the paper's code uploads the dense w, the same average since the server
+  applies m next. Round 1 uploads the dense local weights: the code averages those
+  (fl_server.py: `average_weights` over `state_dict()`s, then the first global prune);
+  each client's own ERK-masked weights averaged with zeros elsewhere would shrink every
+  weight by the share of clients whose mask held it.
 - ``regrow`` (default): the paper's intent — pruned weights can return, and what a client
   does not send is kept as an error-feedback residual. The client's accumulated change is
   a = (w_local − w_global) + r; it sends the top-(1 − s_t) of its intended weights
@@ -67,9 +75,11 @@ _SHORTCUT = ("shortcut", "downsample")
 
 
 # ---- pure pieces (unit-tested) ---------------------------------------------------------
-def sparsity_at(t: float, total: float, s0: float, sp: float) -> float:
-    """Cubic schedule s_t = s_p + (s_0 − s_p)(1 − t/T)^3, t clipped to [0, T]."""
-    frac = min(max(t / total, 0.0), 1.0) if total > 0 else 1.0
+def sparsity_at(t: float, ramp: float, s0: float, sp: float) -> float:
+    """Cubic schedule s_t = s_p + (s_0 − s_p)(1 − t/R)^3, t clipped to [0, R]: the ramp
+    reaches s_p at t = R and stays there (Zhu & Gupta 2017's gradual pruning, as FedDIP's
+    code uses it with R = T)."""
+    frac = min(max(t / ramp, 0.0), 1.0) if ramp > 0 else 1.0
     return sp + (s0 - sp) * (1.0 - frac) ** 3
 
 
@@ -202,6 +212,12 @@ class FedDIPOptions(Options):
     total_rounds: int | None = Field(
         None, ge=1, description="T of the schedules (default: the scenario's rounds)"
     )
+    ramp_end: int | None = Field(
+        None,
+        ge=1,
+        description="R: round at which the cubic ramp reaches s_p (default: T, the code's "
+        "schedule; PAPERS.md §5 runs T/2). λ and lr still follow T",
+    )
     prune_every: int = Field(5, ge=1, description="R: faithful re-prune interval (rounds)")
     lambda_max: float = Field(1e-3, ge=0.0)
     lambda_min: float = Field(5e-4, ge=0.0, description="first nonzero stair")
@@ -244,9 +260,13 @@ class FedDIP(Algorithm):
     def T(self) -> int:
         return self.options.total_rounds or self.scenario.rounds
 
+    @property
+    def ramp_end(self) -> int:
+        return self.options.ramp_end or self.T
+
     def target(self, t: float) -> float:
         o = self.options
-        return sparsity_at(t, self.T, o.initial_sparsity, o.target_sparsity)
+        return sparsity_at(t, self.ramp_end, o.initial_sparsity, o.target_sparsity)
 
     def lam(self, t: float) -> float:
         o = self.options
@@ -295,7 +315,7 @@ class FedDIP(Algorithm):
         old = self.mask
         if self.options.mode == "faithful":
             allowed = old if old is not None else {k: v != 0 for k, v in prunable.items()}
-            if rnd == 1 or rnd % self.options.prune_every == 0 or rnd >= self.T:
+            if rnd == 1 or rnd % self.options.prune_every == 0 or rnd >= self.ramp_end:
                 new = global_magnitude_mask(prunable, s, allowed)
             else:
                 new = allowed
@@ -395,7 +415,8 @@ class FedDIP(Algorithm):
     def encode_update(self, ctx: ClientContext, update: ClientUpdate, up: Uplink) -> Encoded:
         local, rng, codec_state = update.tensors, up.rng, up.state
         if self.options.mode == "faithful":
-            masks = {k: m.numpy() for k, m in ctx.cache["masks"].items()}
+            # round 1: the dense local weights, which the code averages (see the module doc)
+            masks = {k: m.numpy() for k, m in ctx.cache["masks"].items()} if ctx.round > 1 else {}
             records, new_state, st = sparse_records(local, masks, self.options.mask, rng)
         elif self.options.literal:
             s = float(ctx.config.get("s_upload", self.options.target_sparsity))

@@ -37,6 +37,42 @@ def test_schedule_matches_paper_points():
     assert all(a <= b for a, b in zip(s[:-1], s[1:], strict=True))
 
 
+def test_ramp_end_reaches_target_at_chosen_round():
+    """ramp_end = R: s_t = s_p + (s_0 − s_p)(1 − t/R)^3 up to R, then s_p; λ keeps T."""
+    a = algo("regrow", rounds=50, target_sparsity=0.95, ramp_end=25)
+    assert a.target(0) == pytest.approx(0.5)
+    assert a.target(5) == pytest.approx(0.95 - 0.45 * 0.8**3)  # 0.7196
+    assert a.target(10) == pytest.approx(0.95 - 0.45 * 0.6**3)  # 0.8528
+    assert a.target(24) == pytest.approx(0.95 - 0.45 * 0.04**3)
+    assert [a.target(t) for t in (25, 26, 40, 50)] == pytest.approx([0.95] * 4)
+    assert a.lam(24) == staircase_lambda(24, 50) and a.lam(24) < 1e-3  # still rising over T
+    # s_0 = 0.8: the same cubic from a higher start
+    b = algo("regrow", rounds=50, target_sparsity=0.95, initial_sparsity=0.8, ramp_end=25)
+    assert b.target(10) == pytest.approx(0.95 - 0.15 * 0.6**3)
+    # default: the code's ramp over all T rounds
+    c = algo("regrow", rounds=50, target_sparsity=0.95)
+    assert c.target(25) == pytest.approx(0.95 - 0.45 * 0.5**3) and c.target(50) == 0.95
+    # the mean density of the 50 rounds' uplink targets, the figure the byte budget rests on:
+    # 0.05 + 0.45 · Σ_{j<25} (j/25)^3 / 50, with Σ_{j=1}^{24} j^3 = (24·25/2)^2
+    mean_density = np.mean([1 - a.target(r) for r in range(1, 51)])
+    assert mean_density == pytest.approx(0.05 + 0.45 * (300**2 / 25**3) / 50)
+
+
+def test_faithful_reprunes_every_round_from_ramp_end():
+    """Faithful re-prunes on prune_every rounds and on every round from R on, so the nested
+    mask reaches s_p at R even when R is not a multiple of prune_every."""
+    a = algo("faithful", rounds=8, prune_every=5, ramp_end=3, target_sparsity=0.9)
+    rng = np.random.default_rng(4)
+    g = {k: np.zeros(s, np.float32) for k, s in SHAPES.items()}
+    spars = []
+    for rnd in range(1, 6):
+        g = a.aggregate(rnd, g, results_from(rng, SHAPES))
+        spars.append(a.after_aggregate(rnd, g, results_from(rng, SHAPES))["sparsity"])
+    assert spars[1] == pytest.approx(spars[0])  # round 2: no re-prune, mask kept
+    assert spars[2] == pytest.approx(0.9, abs=2e-3)  # round 3 = R
+    assert spars[3] == pytest.approx(0.9, abs=2e-3)
+
+
 def test_erk_densities_follow_sum_over_prod():
     shapes = {"conv1": (32, 1, 5, 5), "conv2": (64, 32, 5, 5), "fc1": (512, 3136), "fc2": (10, 512)}
     d = erk_densities(shapes, 0.02)
@@ -176,6 +212,38 @@ def test_faithful_upload_is_masked_weights():
     assert kinds <= {"index", "bitmap", "golomb"}
 
 
+def test_faithful_round_one_uploads_and_averages_dense_weights():
+    """Round 1 (clients on their own random ERK masks): faithful uploads the dense local
+    weights and the server averages them, as the authors' code does; the kept weights are
+    the dense mean, not a mean with each client's unmasked positions as zeros."""
+    a = algo("faithful", rounds=10, target_sparsity=0.9)
+    rng = np.random.default_rng(3)
+    shapes = {"a.weight": (20, 30), "a.bias": (20,)}
+    uploads = []
+    for c in range(3):
+        local = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+        erk = {"a.weight": torch.from_numpy(rng.random(shapes["a.weight"]) < 0.5)}
+        ctx = ctx_for({}, erk)
+        ctx.round = 1
+        upd = ClientUpdate(tensors=local, num_samples=10 * (c + 1), train_loss=0.0)
+        enc = a.encode_update(ctx, upd, Uplink("feddip", rng, {}))
+        sent = decode_tensors(enc.records)
+        np.testing.assert_array_equal(sent["a.weight"], local["a.weight"])  # dense
+        assert enc.metrics["values_up"] == 620
+        uploads.append(ClientResult(c, sent, 10 * (c + 1), 0.0, {}))
+    g = a.aggregate(1, {k: np.zeros(s, np.float32) for k, s in shapes.items()}, uploads)
+    dense_mean = sum(r.num_samples * r.tensors["a.weight"] for r in uploads) / 60
+    kept = a.mask["a.weight"]
+    assert kept.sum() == round((1 - a.target(1)) * 600)
+    np.testing.assert_allclose(g["a.weight"][kept], dense_mean[kept], rtol=1e-5)
+    assert (g["a.weight"][~kept] == 0).all()
+    # from round 2 on the upload is w ⊙ m again
+    ctx = ctx_for({}, {"a.weight": torch.from_numpy(kept)})
+    upd = ClientUpdate(tensors=uploads[0].tensors, num_samples=10, train_loss=0.0)
+    sent = decode_tensors(a.encode_update(ctx, upd, Uplink("feddip", rng, {})).records)
+    assert np.count_nonzero(sent["a.weight"]) == kept.sum()
+
+
 SMALL = """
 name = "fd"
 seed = 1
@@ -239,7 +307,7 @@ def test_downlink_sends_exact_per_tensor_records(tmp_path):
         "run",
         str(root / "scenarios" / "feddip.toml"),
         "--variant",
-        "feddip_regrow_0.95",
+        "feddip_0.95",
         "--rounds",
         "3",
         "--out",
@@ -249,7 +317,7 @@ def test_downlink_sends_exact_per_tensor_records(tmp_path):
         "train.local_steps=2",
     ]
     assert main(args) == 0
-    run = out / "feddip_regrow_0.95"
+    run = out / "feddip_0.95"
     metrics = [json.loads(line) for line in open(run / "metrics.jsonl")]
     traffic = [json.loads(line) for line in open(run / "traffic.jsonl")]
     for m in metrics[:-1]:
@@ -283,3 +351,53 @@ def test_keep_global_mean_reads_unsent_as_no_change():
     out = keep_global_mean(res, g)
     np.testing.assert_allclose(out["w.weight"], [[(3 + 3) / 4, 15 / 4], [0.0, 2.0]])
     np.testing.assert_allclose(out["w.bias"], [0.25, 0.25])
+
+
+@pytest.mark.slow
+def test_faithful_with_ramp_end_resumes_to_the_same_hash(tmp_path):
+    """The server mask is declared state: faithful with a ramp ending mid-run, killed after
+    its round-2 checkpoint and resumed, ends with the uninterrupted run's model and logs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fedsim.runtime.jsonl import read_jsonl
+
+    doc = {
+        "name": "fd-resume",
+        "seed": 5,
+        "rounds": 4,
+        "data": {"dataset": "mnist5k"},
+        "model": {"name": "mlp", "args": {"hidden": [32]}},
+        "clients": {"count": 6, "per_round": 3},
+        "train": {"local_steps": 2, "batch_size": 16},
+        "runtime": {"checkpoint_every": 1},
+        "algorithm": {
+            "name": "feddip",
+            "mode": "faithful",
+            "ramp_end": 3,
+            "prune_every": 2,
+            "target_sparsity": 0.9,
+        },
+    }
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps({"fd": doc}))
+    driver = Path(__file__).with_name("combo_driver.py")
+    for mode in ("inproc", "resume"):
+        subprocess.run(
+            [sys.executable, str(driver), str(cases), str(tmp_path / mode), mode],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    a, b = tmp_path / "inproc" / "fd", tmp_path / "resume" / "fd"
+    sha = [json.loads((d / "summary.json").read_text())["model_sha256"] for d in (a, b)]
+    assert sha[0] == sha[1]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if not k.startswith("wall_")} for r in rows]
+
+    ma = strip(read_jsonl(a / "metrics.jsonl"))
+    assert ma == strip(read_jsonl(b / "metrics.jsonl"))
+    assert strip(read_jsonl(a / "traffic.jsonl")) == strip(read_jsonl(b / "traffic.jsonl"))
+    assert [r["sparsity"] for r in ma][2:] == pytest.approx([0.9, 0.9], abs=2e-3)
