@@ -371,6 +371,8 @@ class FedDIP(Algorithm):
 
     # ---- client ------------------------------------------------------------------------
     def _client_masks(self, ctx: ClientContext) -> dict[str, torch.Tensor]:
+        """This client's masks, on the model's device (runtime.device)."""
+        device = next(ctx.model.parameters()).device
         prunable = {k: v for k, v in ctx.global_state.items() if is_prunable(k, tuple(v.shape))}
         if ctx.round == 1:  # everything is dense: draw this client's own ERK mask
             dens = erk_densities(
@@ -381,7 +383,7 @@ class FedDIP(Algorithm):
             masks = {k: random_mask(v.shape, dens[k], rng) for k, v in sorted(prunable.items())}
         else:
             masks = {k: v != 0 for k, v in prunable.items()}
-        return {k: torch.from_numpy(m) for k, m in masks.items()}
+        return {k: torch.from_numpy(m).to(device) for k, m in masks.items()}
 
     def local_train(self, ctx: ClientContext) -> ClientUpdate:
         ctx.cache["masks"] = self._client_masks(ctx)
@@ -416,7 +418,9 @@ class FedDIP(Algorithm):
         local, rng, codec_state = update.tensors, up.rng, up.state
         if self.options.mode == "faithful":
             # round 1: the dense local weights, which the code averages (see the module doc)
-            masks = {k: m.numpy() for k, m in ctx.cache["masks"].items()} if ctx.round > 1 else {}
+            masks = (
+                {k: m.cpu().numpy() for k, m in ctx.cache["masks"].items()} if ctx.round > 1 else {}
+            )
             records, new_state, st = sparse_records(local, masks, self.options.mask, rng)
         elif self.options.literal:
             s = float(ctx.config.get("s_upload", self.options.target_sparsity))
