@@ -63,18 +63,19 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="fedsim-codec")
+            _pool = ThreadPoolExecutor(_threads, thread_name_prefix="fedsim-codec")
         return _pool
 
 
-def parts(n: int) -> list[tuple[int, int]]:
+def parts(n: int, chunks_per_part: int | None = None) -> list[tuple[int, int]]:
     """[(start, end), ...]: contiguous parts of range(n), whole chunks each (the last may end
-    short), one per thread; a single part for small n or one thread."""
+    short): one per thread, or of `chunks_per_part` chunks; a single part for small n or
+    one thread."""
     t = _threads
     if t <= 1 or n < MIN_PARALLEL:
         return [(0, n)]
     chunks = -(-n // CHUNK)
-    per = -(-chunks // t)
+    per = chunks_per_part or -(-chunks // t)
     return [(a, min(a + per * CHUNK, n)) for a in range(0, n, per * CHUNK)]
 
 
@@ -83,12 +84,13 @@ def run_parts(
     work: Callable[[int, int], None],
     before: Callable[[int, int], object] | None = None,
 ) -> None:
-    """work(a, b) for every span: the last in this thread, the others on the pool.
+    """work(a, b) for every span.
 
-    ``before(a, b)``, when given, runs in this thread, in span order, before that span's
-    work is handed out, and its result is passed as ``work(a, b, prepared)``: how a
-    stochastic codec draws each part's random numbers from one generator in order while
-    the earlier parts are already being computed.
+    Without `before`: the last span in this thread, the others on the pool. With it:
+    ``before(a, b)`` runs in this thread, in span order, and its result is passed as
+    ``work(a, b, prepared)`` on the pool, while this thread goes on to the next span's
+    `before`: how a stochastic codec draws each part's random numbers from one generator
+    in order while the parts drawn already are being computed.
     """
     if len(spans) == 1:
         a, b = spans[0]
@@ -98,11 +100,12 @@ def run_parts(
     futures: list[Future] = []
     try:
         for i, (a, b) in enumerate(spans):
-            args = (a, b) if before is None else (a, b, before(a, b))
-            if i < len(spans) - 1:
-                futures.append(pool.submit(work, *args))
+            if before is not None:
+                futures.append(pool.submit(work, a, b, before(a, b)))
+            elif i < len(spans) - 1:
+                futures.append(pool.submit(work, a, b))
             else:
-                work(*args)
+                work(a, b)
     finally:
         for f in futures:
             f.result()  # waits for every part; re-raises a part's exception here

@@ -39,6 +39,7 @@ from .wire import WireError
 PER_CHOICES = ("tensor", "channel", "bucket")
 _TWO16 = np.float32(65536.0)
 _INV_TWO16 = np.float32(1.0 / 65536.0)
+_DRAWN_CHUNKS = 4  # chunks per part of a stochastic encode over threads (1 MiB of uniforms)
 TINY = np.finfo(np.float32).tiny  # 2**-126, the smallest normal float32 and smallest step
 
 
@@ -172,8 +173,13 @@ def quantize_uniform(
             t = buf[: b - a]
             np.subtract(x[a:b], per_value(origin, a, b, length), out=t)
             t *= per_value(inv, a, b, length)
-            if uniforms is not None:
-                codes = _dither_codes(t, uniforms[a - start : b - start], levels, dtype)
+            if stochastic:  # drawn here, chunk by chunk, when the part was not drawn ahead
+                r = (
+                    _draw_uniforms(rng, b - a, levels)
+                    if uniforms is None
+                    else uniforms[a - start : b - start]
+                )
+                codes = _dither_codes(t, r, levels, dtype)
             else:
                 if not shifted:
                     t += 0.5
@@ -181,9 +187,12 @@ def quantize_uniform(
                 np.copyto(codes, t, casting="unsafe")
             pack_into(codes, bits, out[a * bits // 8 : (b * bits + 7) // 8])
 
-    # parts of whole chunks over threads; the random numbers drawn in order, part by part
-    draw = (lambda a, b: _draw_uniforms(rng, b - a, levels)) if stochastic else None
-    run_parts(parts(n), work, draw)
+    if not stochastic:
+        run_parts(parts(n), work)  # one part per thread
+    else:  # small parts, their random numbers drawn in order here while threads compute
+        spans = parts(n, _DRAWN_CHUNKS)
+        draw = (lambda a, b: _draw_uniforms(rng, b - a, levels)) if len(spans) > 1 else None
+        run_parts(spans, work, draw)
     scales = np.empty(2 * groups, np.float32)
     scales[0::2] = lo
     scales[1::2] = step
