@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fedsim.network.availability import AlwaysOn, MarkovOnOff, TraceAvailability
 from fedsim.network.devices import build_population
 from fedsim.network.rounds import NetworkModel
