@@ -137,3 +137,18 @@ def test_energy_is_reported_and_adds_up(tmp_path):
     up32 = sum(m["energy_up_j"] for m in read_jsonl(fp32 / "metrics.jsonl"))
     up4 = sum(m["energy_up_j"] for m in read_jsonl(q4 / "metrics.jsonl"))
     assert up4 < up32  # fewer bytes on the uplink cost less radio energy
+
+
+@pytest.mark.parametrize("scenario", ["heterogeneous.toml", "async.toml"])
+def test_runs_never_ask_every_device_whether_it_is_online(tmp_path, monkeypatch, scenario):
+    # a round's selection asks only the devices it draws (network/selection.py); the pass
+    # over the whole population is left to tools that want the full list
+    from fedsim.network.rounds import NetworkModel
+
+    def whole_population(self, t):
+        raise AssertionError("a run walked the whole population")
+
+    monkeypatch.setattr(NetworkModel, "online_clients", whole_population)
+    extra = ["--set", 'network.availability={model="markov", mean_on="600s", mean_off="600s"}']
+    out = run(tmp_path, scenario, "x", "--rounds", "3", *extra)
+    assert json.loads((out / "summary.json").read_text())["rounds_completed"] == 3
