@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_overhead import _train_client, quickstart_scenario  # noqa: E402
 
 FIGURE = "flower_vs_fedsim"
-TARGET = 1.0  # fedsim / Flower wall time, below this
+TARGET = 0.55  # fedsim / Flower wall time, at most (PERFORMANCE.md)
 WORKLOAD = ("rounds=20", "train.batch_size=32")  # on quickstart_scenario: 1 epoch, eval every round
 KINDS = ("fedsim", "loop", "flower")
 REPEATS = 3
@@ -53,7 +53,7 @@ def workload(quick: bool):
 
 
 def _skip(why: str) -> dict[str, dict]:
-    return {FIGURE: {"value": None, "target": f"< {TARGET}", "skipped": why, "raw": {}}}
+    return {FIGURE: {"value": None, "target": f"<= {TARGET}", "skipped": why, "raw": {}}}
 
 
 def _flower_run(sc) -> tuple[float, list[float]]:
@@ -271,7 +271,7 @@ def run(quick: bool = False, repeats: int = REPEATS, python: str | None = None) 
     return {
         FIGURE: {
             "value": med["fedsim"]["wall_s"] / med["flower"]["wall_s"],
-            "target": f"< {TARGET}",
+            "target": f"<= {TARGET}",
             "raw": {
                 "workload": "quickstart " + " ".join(WORKLOAD) + " train.local_epochs=1",
                 "repeats": len(runs["fedsim"]),
