@@ -5,7 +5,8 @@ of ``CHUNK``-value chunks (so every part starts on a byte boundary of any packed
 and a stochastic codec's random words split exactly where its chunks do). Parts write
 disjoint slices of the output, and every value is computed by the same operations as in
 the one-thread loop, so the result is bit-identical for any thread count (a test holds
-this). Tensors under ``MIN_PARALLEL`` values run in the calling thread: the hand-off would
+this; a stochastic codec gives each part a copy of its PCG64 generator jumped ahead to the
+part's first value, or draws the parts' random numbers in order). Tensors under ``MIN_PARALLEL`` values run in the calling thread: the hand-off would
 cost more than it saves.
 
 The thread count is ``FEDSIM_CODEC_THREADS`` (default: the CPUs this process may use, at

@@ -102,6 +102,32 @@ def _draw_uniforms(rng: np.random.Generator, m: int, levels: int) -> np.ndarray:
     return rng.random(m, dtype=np.float32)
 
 
+def _can_jump(rng: np.random.Generator) -> bool:
+    """Whether the generator can jump ahead by n 64-bit draws: PCG64 and PCG64DXSM
+    (Philox's advance counts 4-draw blocks and it buffers them; MT19937 cannot jump)."""
+    return type(rng.bit_generator) in (np.random.PCG64, np.random.PCG64DXSM)
+
+
+def _jumped(rng: np.random.Generator, draws: int) -> np.random.Generator:
+    """A copy of rng moved ahead as if `draws` 64-bit raw draws had been made."""
+    bg = type(rng.bit_generator)()
+    bg.state = rng.bit_generator.state
+    bg.advance(draws)
+    return np.random.Generator(bg)
+
+
+def _advance_keeping_buffer(rng: np.random.Generator, draws: int) -> None:
+    """Move rng ahead by `draws` raw draws, as random_raw(draws) does: raw draws leave the
+    generator's buffered 32-bit half alone, which advance() would clear."""
+    state = rng.bit_generator.state
+    rng.bit_generator.advance(draws)
+    moved = rng.bit_generator.state
+    for key in ("has_uint32", "uinteger"):
+        if key in state:
+            moved[key] = state[key]
+    rng.bit_generator.state = moved
+
+
 def _dither_codes(t: np.ndarray, r: np.ndarray, levels: int, dtype) -> np.ndarray:
     """floor(t + u), u ~ U[0, 1), clipped to levels; t holds (x - lo) / step >= 0, already
     multiplied by 2**16 when levels < 128 (see _fixed_point); r from _draw_uniforms.
@@ -165,7 +191,7 @@ def quantize_uniform(
     dtype = code_dtype(bits)
     out = np.empty(packed_nbytes(n, bits), np.uint8)
 
-    def work(start: int, end: int, uniforms: np.ndarray | None = None) -> None:
+    def work(start: int, end: int, uniforms: np.ndarray | None = None, rng=rng) -> None:
         buf = np.empty(min(end - start, CHUNK), np.float32)
         cbuf = np.empty(min(end - start, CHUNK), dtype)
         for a in range(start, end, CHUNK):
@@ -189,6 +215,12 @@ def quantize_uniform(
 
     if not stochastic:
         run_parts(parts(n), work)  # one part per thread
+    elif len(spans := parts(n)) > 1 and _fixed_point(levels) and _can_jump(rng):
+        # one part per thread, each drawing from its own copy of the generator jumped to
+        # where the one-thread loop would be at the part's start (4 values per 64-bit draw)
+        gens = {a: _jumped(rng, a // 4) for a, _ in spans}
+        run_parts(spans, lambda a, b: work(a, b, rng=gens[a]))
+        _advance_keeping_buffer(rng, -(-n // 4))
     else:  # small parts, their random numbers drawn in order here while threads compute
         spans = parts(n, _DRAWN_CHUNKS)
         draw = (lambda a, b: _draw_uniforms(rng, b - a, levels)) if len(spans) > 1 else None

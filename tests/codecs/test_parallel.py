@@ -76,3 +76,29 @@ def test_a_nan_in_any_part_is_still_refused(threads):
     x[-1] = np.nan  # in the last part
     with pytest.raises(ValueError, match="non-finite"):
         parse_codec("q4").encode("w", x, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("make", ["buffered-pcg64", "mt19937", "philox"])
+def test_stochastic_threads_keep_the_generator_stream(threads, make):
+    # each part draws from a copy of the generator jumped ahead (PCG64, Philox) or from
+    # numbers drawn in order (MT19937 cannot jump); the caller's generator ends where the
+    # one-thread loop leaves it, including a buffered 32-bit half
+    def gen():
+        if make == "mt19937":
+            return np.random.Generator(np.random.MT19937(11))
+        if make == "philox":
+            return np.random.Generator(np.random.Philox(11))
+        g = np.random.default_rng(11)
+        g.random(dtype=np.float32)  # leaves half of a 64-bit draw buffered
+        return g
+
+    x = np.random.default_rng(1).standard_normal(6 * CHUNK + 3, dtype=np.float32)
+    codec = parse_codec("q4:stochastic")
+    out = {}
+    for t in (1, 2):
+        threads(t)
+        g = gen()
+        rec, _ = codec.encode("w", x, g)
+        out[t] = (np.asarray(rec.buffers[0]).tobytes(), g.random(3).tolist(), g.integers(9, size=3))
+    assert out[1][0] == out[2][0] and out[1][1] == out[2][1]
+    assert out[1][2].tolist() == out[2][2].tolist()
