@@ -223,3 +223,19 @@ def test_resume_from_spilled_state_equals_the_uninterrupted_run(tmp_path):
     names = sorted(p.name for p in (b / "checkpoints").iterdir())
     assert names == [f"round-00000{r}.{ext}" for r in (2, 3) for ext in ("ckpt", "clients")]
     assert '"event":"resume"' in (b / "events.jsonl").read_text().replace(" ", "")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_spilled_state_with_ipc_workers_gives_the_in_process_run(tmp_path):
+    # client state travels with each task, so a worker process never holds any: the
+    # spilling store behind 2 workers gives the in-memory, in-process run exactly
+    mem, mem_store, mem_metrics = _run(tmp_path, "mem")
+    spill, spill_store, spill_metrics = _run(
+        tmp_path, "spill", state_store="spill", state_memory="20kB", transport="ipc", workers=2
+    )
+    assert spill_store.spilled > 0  # the budget really pushed states to disk
+    assert mem["model_sha256"] == spill["model_sha256"]
+    assert _strip_wall(mem_metrics) == _strip_wall(spill_metrics)
+    mem_store.release()
+    spill_store.release()
