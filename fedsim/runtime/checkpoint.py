@@ -8,8 +8,9 @@ server-side arrays. Every client's committed state goes beside it, in
 (10,000 clients with error feedback hold gigabytes, which must never be in memory at once);
 the checkpoint holds that file's index, length and SHA-256. Both are written to a temporary
 file, fsynced, then renamed, the client file first, so a crash leaves either the old or the
-new checkpoint, never half of one. Randomness needs no saving: every draw is derived from (seed, purpose, round,
-client), and the network model is a pure function of its inputs and seed.
+new checkpoint, never half of one. Randomness needs no saving: every draw is derived from
+(seed, purpose, round, client), and the network model is a pure function of its inputs and
+seed.
 """
 
 from __future__ import annotations
