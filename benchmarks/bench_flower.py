@@ -1,35 +1,59 @@
-"""flower_vs_fedsim: fedsim side by side with Flower's simulation engine (where it installs).
+"""flower_vs_fedsim: fedsim side by side with Flower's simulation engine and a bare loop.
 
-The overhead workload (quick start: mnist5k, CNN, 20 Dirichlet clients, 5 per round, 1
-local epoch, 10 rounds, evaluated every round) runs once through fedsim in process and
-once through `flwr.simulation.start_simulation` (Ray), whose clients do the same local SGD
-on the same partitions (the loop of bench_overhead.py) and whose FedAvg strategy takes the
-sample-weighted mean, with the same centralised evaluation. Flower picks its own clients
-each round, so accuracies agree within noise rather than exactly.
+The quick-start workload of issue 20 (mnist5k, the McMahan CNN, 20 Dirichlet(0.5) clients,
+5 per round, 20 rounds, 1 local epoch, batch 32, SGD lr 0.05 momentum 0.5, evaluated every
+round) runs three ways, each as a whole process of its own, alternating, `--repeats` times:
 
-value = fedsim wall time / Flower wall time (fedsim should be faster: < 1.0); `raw` has
-both accuracy curves and their largest gap. Needs `pip install "flwr[simulation]"`; without
-it the figure is skipped with that message.
+- fedsim: `Coordinator` in process (every message encoded, the network model run);
+- loop: the same federated training as a bare PyTorch loop (bench_overhead.reference_loop;
+  it ends with the same model as fedsim);
+- flower: `flwr.simulation.start_simulation` (Ray, one CPU per client actor), whose clients
+  run the same local SGD on the same partitions (bench_overhead._train_client) and whose
+  FedAvg takes the sample-weighted mean, with the same centralised evaluation. Flower picks
+  its own clients each round, so its accuracies agree within noise rather than exactly.
 
-    python benchmarks/bench_flower.py [--quick] [--json PATH]
+Per run: wall time of the whole process (interpreter start to exit, Ray start and shutdown
+included) and its memory: the peak over time of the summed PSS (proportional set size,
+/proc/PID/smaps_rollup, so shared pages are not counted twice) of the process and all its
+descendants (Ray's raylet, GCS and workers), sampled every 0.2 s. value = median fedsim
+wall time / median Flower wall time (< 1.0: fedsim is faster).
+
+Flower lives in its own virtual environment, never a fedsim dependency (benchmarks/README.md
+says how to make it): its interpreter is `--flower-python`, or $FEDSIM_FLOWER_PYTHON, or this
+one when it can import flwr; without one the figure is skipped with that message.
+
+    python benchmarks/bench_flower.py [--quick] [--repeats N] [--flower-python PATH] [--json PATH]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import statistics
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_overhead import _train_client, quickstart_scenario, run_fedsim  # noqa: E402
+from bench_overhead import _train_client, quickstart_scenario  # noqa: E402
 
 FIGURE = "flower_vs_fedsim"
-TARGET = 1.0  # fedsim / Flower wall time, below this
+TARGET = 0.55  # fedsim / Flower wall time, at most (PERFORMANCE.md)
+WORKLOAD = ("rounds=20", "train.batch_size=32")  # on quickstart_scenario: 1 epoch, eval every round
+KINDS = ("fedsim", "loop", "flower")
+REPEATS = 3
+
+
+def workload(quick: bool):
+    return quickstart_scenario(quick, *WORKLOAD, *(("rounds=2",) if quick else ()))
 
 
 def _skip(why: str) -> dict[str, dict]:
-    return {FIGURE: {"value": None, "target": f"< {TARGET}", "skipped": why, "raw": {}}}
+    return {FIGURE: {"value": None, "target": f"<= {TARGET}", "skipped": why, "raw": {}}}
 
 
 def _flower_run(sc) -> tuple[float, list[float]]:
@@ -131,41 +155,172 @@ def _flower_run(sc) -> tuple[float, list[float]]:
     return time.perf_counter() - t0, accs
 
 
-def run(quick: bool = False) -> dict[str, dict]:
+# ---- one run per process -------------------------------------------------------------------
+
+
+def child(kind: str, quick: bool) -> dict:
+    """Runs in the measured process: one whole run of `kind`; its accuracy curve."""
+    sc = workload(quick)
+    if kind == "fedsim":
+        from bench_overhead import run_fedsim
+
+        wall, summary = run_fedsim(sc)
+        return {"run_s": wall, "accuracy": summary["accuracy_curve"]}
+    if kind == "loop":
+        from bench_overhead import reference_loop
+
+        wall, summary = reference_loop(sc)
+        return {"run_s": wall, "accuracy": summary["accuracy_curve"]}
+    import flwr
+
+    wall, accs = _flower_run(sc)
+    return {"run_s": wall, "accuracy": accs, "flwr": flwr.__version__}
+
+
+def _tree_pss_kib(root: int) -> int:
+    """Summed PSS (KiB) of `root` and every descendant alive now."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def _measure(python: str, kind: str, quick: bool) -> dict:
+    """One whole process: wall seconds, peak summed PSS of its tree, what it printed."""
+    cmd = [python, str(Path(__file__).resolve()), "--child", kind]
+    if quick:
+        cmd.append("--quick")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+    )
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_pss_kib(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} run failed ({proc.returncode}): {err.decode()[-2000:]}")
+    res = json.loads(out.decode().strip().splitlines()[-1])
+    return {**res, "wall_s": wall, "peak_pss_gib": peak[0] / 2**20}
+
+
+def flower_python(explicit: str | None = None) -> str | None:
+    """The interpreter that runs Flower, or None."""
+    for cand in (explicit, os.environ.get("FEDSIM_FLOWER_PYTHON")):
+        if cand:
+            return cand
     try:
-        import flwr  # noqa: F401
         import flwr.simulation  # noqa: F401
-    except Exception as e:  # ImportError, or Ray missing behind flwr.simulation
+    except Exception:
+        return None
+    return sys.executable
+
+
+def run(quick: bool = False, repeats: int = REPEATS, python: str | None = None) -> dict:
+    fl_python = flower_python(python)
+    if fl_python is None:
         return _skip(
-            f'Flower is not installed ({type(e).__name__}: {e}); pip install "flwr[simulation]" '
-            "to run fedsim side by side with Flower's simulation engine"
+            "Flower is not installed: make its virtual environment (benchmarks/README.md) and "
+            "set FEDSIM_FLOWER_PYTHON to its python, or pass --flower-python"
         )
-    sc = quickstart_scenario(quick)
-    fed_wall, summary = run_fedsim(sc)  # the same workload as overhead_inproc
-    fed_acc = summary["accuracy_curve"]
-    flower_wall, flower_acc = _flower_run(sc)
-    gap = max((abs(a - b) for a, b in zip(fed_acc, flower_acc, strict=False)), default=None)
+    runs: dict[str, list[dict]] = {k: [] for k in KINDS}
+    for r in range(1 if quick else repeats):
+        order = KINDS if r % 2 == 0 else KINDS[::-1]  # alternate, so all see the same load
+        for kind in order:
+            runs[kind].append(
+                _measure(fl_python if kind == "flower" else sys.executable, kind, quick)
+            )
+    med = {
+        k: {
+            "wall_s": statistics.median(x["wall_s"] for x in v),
+            "run_s": statistics.median(x["run_s"] for x in v),
+            "peak_pss_gib": statistics.median(x["peak_pss_gib"] for x in v),
+        }
+        for k, v in runs.items()
+    }
+    fed_acc, fl_acc = runs["fedsim"][0]["accuracy"], runs["flower"][0]["accuracy"]
+    gap = max((abs(a - b) for a, b in zip(fed_acc, fl_acc, strict=False)), default=None)
     return {
         FIGURE: {
-            "value": fed_wall / flower_wall,
-            "target": f"< {TARGET}",
+            "value": med["fedsim"]["wall_s"] / med["flower"]["wall_s"],
+            "target": f"<= {TARGET}",
             "raw": {
-                "fedsim_s": fed_wall,
-                "flower_s": flower_wall,
+                "workload": "quickstart " + " ".join(WORKLOAD) + " train.local_epochs=1",
+                "repeats": len(runs["fedsim"]),
+                "median": med,
+                "loop_vs_fedsim": med["loop"]["wall_s"] / med["fedsim"]["wall_s"],
+                "runs": runs,
                 "fedsim_accuracy": fed_acc,
-                "flower_accuracy": flower_acc,
+                "loop_accuracy": runs["loop"][0]["accuracy"],
+                "flower_accuracy": fl_acc,
                 "max_accuracy_gap": gap,
-                "final_accuracy_gap": abs(fed_acc[-1] - flower_acc[-1]) if flower_acc else None,
-                "flwr": getattr(sys.modules.get("flwr"), "__version__", "?"),
+                "final_accuracy_gap": abs(fed_acc[-1] - fl_acc[-1]) if fl_acc else None,
+                "flwr": runs["flower"][0].get("flwr"),
+                "flower_python": fl_python,
             },
         }
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from run import standalone
+def _describe(raw: dict) -> str:
+    m = raw["median"]
+    return (
+        f"medians of {raw['repeats']}: fedsim {m['fedsim']['wall_s']:.1f} s "
+        f"{m['fedsim']['peak_pss_gib']:.2f} GiB, loop {m['loop']['wall_s']:.1f} s "
+        f"{m['loop']['peak_pss_gib']:.2f} GiB, Flower {m['flower']['wall_s']:.1f} s "
+        f"{m['flower']['peak_pss_gib']:.2f} GiB; final accuracy fedsim "
+        f"{raw['fedsim_accuracy'][-1]:.3f}, Flower {raw['flower_accuracy'][-1]:.3f}"
+    )
 
-    return standalone(__doc__, run, str, argv)
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 3 steps, one repeat")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help="runs of each kind (median)")
+    ap.add_argument("--flower-python", metavar="PATH", help="the interpreter that has flwr")
+    ap.add_argument("--json", metavar="PATH", help="also write the figure as JSON")
+    ap.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.quick)))
+        return 0
+    res = run(args.quick, args.repeats, args.flower_python)
+    fig = res[FIGURE]
+    if fig.get("skipped"):
+        print(f"{FIGURE}: skipped: {fig['skipped']}")
+    else:
+        print(f"{FIGURE}: {fig['value']:.3f} (target {fig['target']})  {_describe(fig['raw'])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def reference_loop(sc, device: str = "cpu") -> tuple[float, dict]:
     load_global()
     wall = time.perf_counter() - t0
     sha = model_sha256(model.cpu().state_dict())
-    return wall, {"final_accuracy": accs[-1], "model_sha256": sha}
+    return wall, {"final_accuracy": accs[-1], "model_sha256": sha, "accuracy_curve": accs}
 
 
 def run(quick: bool = False) -> dict[str, dict]:

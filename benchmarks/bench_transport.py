@@ -11,7 +11,8 @@ Reference: the same frames (the wire message's header frame and its 62 tensor bu
 with pyzmq's zero-copy `send_multipart(copy=False)` from a ROUTER to a DEALER in another
 process over tcp on localhost, which echoes them back the same way.
 
-Repeats alternate between the two; the figure is median(fedsim) / median(raw).
+Repeats alternate between the two. Three runs, each with fresh processes and sockets, each
+giving median(fedsim) / median(raw); the figure is the worst of the three (`raw.ratios`).
 
     python benchmarks/bench_transport.py [--quick] [--json PATH]
 """
@@ -39,7 +40,8 @@ from fedsim.network.transport import configure_socket  # noqa: E402
 
 from fedsim.runtime import protocol as P  # noqa: E402
 
-TARGET = 1.3  # at most
+TARGET = 1.3  # at most, in every one of the RUNS runs
+RUNS = 3
 STOP = b"stop"
 
 
@@ -183,21 +185,33 @@ def run(quick: bool = False) -> dict[str, dict]:
     scale = 0.1 if quick else 1.0
     repeats = 3 if quick else 15
     frames = update_frames(scale)
-    times = asyncio.run(_measure(frames, repeats))
-    med_fed, med_raw = statistics.median(times["fedsim_s"]), statistics.median(times["raw_s"])
-    nbytes = payload_bytes(frames)
-    return {
-        "transport_vs_raw_zmq": {
-            "value": med_fed / med_raw,
-            "target": f"<= {TARGET}",
-            "raw": {
+    runs = []
+    for _ in range(RUNS):  # each with fresh worker processes and sockets
+        times = asyncio.run(_measure(frames, repeats))
+        med_fed, med_raw = statistics.median(times["fedsim_s"]), statistics.median(times["raw_s"])
+        runs.append(
+            {
                 **times,
                 "fedsim_median_s": med_fed,
                 "raw_median_s": med_raw,
+                "ratio": med_fed / med_raw,
+            }
+        )
+    worst = max(runs, key=lambda r: r["ratio"])
+    nbytes = payload_bytes(frames)
+    return {
+        "transport_vs_raw_zmq": {
+            "value": worst["ratio"],
+            "target": f"<= {TARGET}",
+            "raw": {
+                "ratios": [r["ratio"] for r in runs],
+                "runs": runs,
+                "fedsim_median_s": worst["fedsim_median_s"],
+                "raw_median_s": worst["raw_median_s"],
                 "payload_bytes": nbytes,
                 "frames": len(frames),
-                "raw_gb_per_s": 2 * nbytes / med_raw / 1e9,
-                "fedsim_gb_per_s": 2 * nbytes / med_fed / 1e9,
+                "raw_gb_per_s": 2 * nbytes / worst["raw_median_s"] / 1e9,
+                "fedsim_gb_per_s": 2 * nbytes / worst["fedsim_median_s"] / 1e9,
                 "transport": "tcp (127.0.0.1)",
                 "repeats": repeats,
                 "zmq": zmq.zmq_version(),
@@ -209,7 +223,7 @@ def run(quick: bool = False) -> dict[str, dict]:
 
 def _describe(raw: dict) -> str:
     return (
-        f"fedsim {raw['fedsim_median_s'] * 1e3:.1f} ms, raw zmq {raw['raw_median_s'] * 1e3:.1f} ms "
+        f"runs {', '.join(f'{r:.3f}' for r in raw['ratios'])}; worst: fedsim {raw['fedsim_median_s'] * 1e3:.1f} ms, raw zmq {raw['raw_median_s'] * 1e3:.1f} ms "
         f"for {raw['payload_bytes'] / 1e6:.1f} MB each way"
     )
 

@@ -51,7 +51,7 @@ BENCHES: dict[str, tuple[str, tuple[str, ...]]] = {
     "overhead": ("bench_overhead", ("overhead_inproc",)),
     "workers": ("bench_workers", ("workers2_efficiency",)),
     "async": ("bench_async", ("async_workers2_efficiency",)),
-    "population": ("bench_population", ("population_10k_rss",)),
+    "population": ("bench_population", ("population_100k_rss",)),
     "flower": ("bench_flower", ("flower_vs_fedsim",)),
     "batched": ("bench_batched", ("batched_vs_sequential",)),
 }

@@ -33,11 +33,13 @@ from .bitpack import (
     unpack_chunk,
     unpack_codes,
 )
+from .parallel import parts, run_parts
 from .wire import WireError
 
 PER_CHOICES = ("tensor", "channel", "bucket")
 _TWO16 = np.float32(65536.0)
 _INV_TWO16 = np.float32(1.0 / 65536.0)
+_DRAWN_CHUNKS = 4  # chunks per part of a stochastic encode over threads (1 MiB of uniforms)
 TINY = np.finfo(np.float32).tiny  # 2**-126, the smallest normal float32 and smallest step
 
 
@@ -65,6 +67,24 @@ def group_reduce(x: np.ndarray, groups: int, length: int, fn) -> np.ndarray:
     return out
 
 
+def _min_max(x: np.ndarray, groups: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """group_reduce with np.min and np.max, over threads for one big group (min and max are
+    exact in any order, so the parts' results combine to the same values)."""
+    spans = parts(x.size) if groups == 1 else [(0, x.size)]
+    if len(spans) == 1:
+        return group_reduce(x, groups, length, np.min), group_reduce(x, groups, length, np.max)
+    found: dict[int, tuple[np.float32, np.float32]] = {}
+
+    def work(a: int, b: int) -> None:
+        found[a] = (x[a:b].min(), x[a:b].max())
+
+    run_parts(spans, work)
+    # np.min/np.max over the parts' results: a NaN in any part propagates, as in one pass
+    lo = np.array([np.min([v[0] for v in found.values()])], np.float32)
+    hi = np.array([np.max([v[1] for v in found.values()])], np.float32)
+    return lo, hi
+
+
 def per_value(values: np.ndarray, a: int, b: int, length: int):
     """The group value of each element in [a, b): a scalar when there is one group."""
     if values.size == 1:
@@ -72,21 +92,55 @@ def per_value(values: np.ndarray, a: int, b: int, length: int):
     return values[np.arange(a, b) // length]
 
 
-def _dither_codes(t: np.ndarray, rng: np.random.Generator, levels: int, dtype) -> np.ndarray:
+def _draw_uniforms(rng: np.random.Generator, m: int, levels: int) -> np.ndarray:
+    """The random numbers that dither m values: 16-bit integers (four per 64-bit draw of
+    the generator) when levels < 128, else float32 uniforms. Drawing the values of several
+    chunks at once gives the same numbers as drawing them chunk by chunk (chunks are whole
+    multiples of 4 values, and the generator's stream does not depend on the call sizes)."""
+    if _fixed_point(levels):
+        return rng.bit_generator.random_raw(-(-m // 4)).view(np.uint16)[:m]
+    return rng.random(m, dtype=np.float32)
+
+
+def _can_jump(rng: np.random.Generator) -> bool:
+    """Whether the generator can jump ahead by n 64-bit draws: PCG64 and PCG64DXSM
+    (Philox's advance counts 4-draw blocks and it buffers them; MT19937 cannot jump)."""
+    return type(rng.bit_generator) in (np.random.PCG64, np.random.PCG64DXSM)
+
+
+def _jumped(rng: np.random.Generator, draws: int) -> np.random.Generator:
+    """A copy of rng moved ahead as if `draws` 64-bit raw draws had been made."""
+    bg = type(rng.bit_generator)()
+    bg.state = rng.bit_generator.state
+    bg.advance(draws)
+    return np.random.Generator(bg)
+
+
+def _advance_keeping_buffer(rng: np.random.Generator, draws: int) -> None:
+    """Move rng ahead by `draws` raw draws, as random_raw(draws) does: raw draws leave the
+    generator's buffered 32-bit half alone, which advance() would clear."""
+    state = rng.bit_generator.state
+    rng.bit_generator.advance(draws)
+    moved = rng.bit_generator.state
+    for key in ("has_uint32", "uinteger"):
+        if key in state:
+            moved[key] = state[key]
+    rng.bit_generator.state = moved
+
+
+def _dither_codes(t: np.ndarray, r: np.ndarray, levels: int, dtype) -> np.ndarray:
     """floor(t + u), u ~ U[0, 1), clipped to levels; t holds (x - lo) / step >= 0, already
-    multiplied by 2**16 when levels < 128 (see _fixed_point).
+    multiplied by 2**16 when levels < 128 (see _fixed_point); r from _draw_uniforms.
 
     For levels < 128 the uniform comes from 16 random bits added in fixed point
     (t * 2**16 stays below 2**23, exact in float32): unbiased to within 2**-16 steps,
     and four values per 64-bit draw of the generator.
     """
-    m = t.size
     if _fixed_point(levels):
-        r = rng.bit_generator.random_raw(-(-m // 4)).view(np.uint16)[:m]
         np.add(t, r, out=t, casting="unsafe")
         t *= _INV_TWO16
     else:
-        t += rng.random(m, dtype=np.float32)
+        t += r
     codes = t.astype(dtype)
     np.minimum(codes, levels, out=codes)
     return codes
@@ -107,8 +161,7 @@ def quantize_uniform(
     """Flat float32 x -> (packed codes uint8, scales float32 [lo0, step0, lo1, step1, ...])."""
     n = x.size
     levels = (1 << bits) - 1
-    lo = group_reduce(x, groups, length, np.min)
-    hi = group_reduce(x, groups, length, np.max)
+    lo, hi = _min_max(x, groups, length)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError("cannot quantize non-finite values")
     span = hi.astype(np.float64) - lo
@@ -137,21 +190,41 @@ def quantize_uniform(
         raise ValueError("value range too close to the float32 limit")
     dtype = code_dtype(bits)
     out = np.empty(packed_nbytes(n, bits), np.uint8)
-    buf = np.empty(min(n, CHUNK), np.float32)
-    cbuf = np.empty(min(n, CHUNK), dtype)
-    for a in range(0, n, CHUNK):
-        b = min(a + CHUNK, n)
-        t = buf[: b - a]
-        np.subtract(x[a:b], per_value(origin, a, b, length), out=t)
-        t *= per_value(inv, a, b, length)
-        if stochastic:
-            codes = _dither_codes(t, rng, levels, dtype)
-        else:
-            if not shifted:
-                t += 0.5
-            codes = cbuf[: b - a]
-            np.copyto(codes, t, casting="unsafe")
-        pack_into(codes, bits, out[a * bits // 8 : (b * bits + 7) // 8])
+
+    def work(start: int, end: int, uniforms: np.ndarray | None = None, rng=rng) -> None:
+        buf = np.empty(min(end - start, CHUNK), np.float32)
+        cbuf = np.empty(min(end - start, CHUNK), dtype)
+        for a in range(start, end, CHUNK):
+            b = min(a + CHUNK, end)
+            t = buf[: b - a]
+            np.subtract(x[a:b], per_value(origin, a, b, length), out=t)
+            t *= per_value(inv, a, b, length)
+            if stochastic:  # drawn here, chunk by chunk, when the part was not drawn ahead
+                r = (
+                    _draw_uniforms(rng, b - a, levels)
+                    if uniforms is None
+                    else uniforms[a - start : b - start]
+                )
+                codes = _dither_codes(t, r, levels, dtype)
+            else:
+                if not shifted:
+                    t += 0.5
+                codes = cbuf[: b - a]
+                np.copyto(codes, t, casting="unsafe")
+            pack_into(codes, bits, out[a * bits // 8 : (b * bits + 7) // 8])
+
+    if not stochastic:
+        run_parts(parts(n), work)  # one part per thread
+    elif len(spans := parts(n)) > 1 and _fixed_point(levels) and _can_jump(rng):
+        # one part per thread, each drawing from its own copy of the generator jumped to
+        # where the one-thread loop would be at the part's start (4 values per 64-bit draw)
+        gens = {a: _jumped(rng, a // 4) for a, _ in spans}
+        run_parts(spans, lambda a, b: work(a, b, rng=gens[a]))
+        _advance_keeping_buffer(rng, -(-n // 4))
+    else:  # small parts, their random numbers drawn in order here while threads compute
+        spans = parts(n, _DRAWN_CHUNKS)
+        draw = (lambda a, b: _draw_uniforms(rng, b - a, levels)) if len(spans) > 1 else None
+        run_parts(spans, work, draw)
     scales = np.empty(2 * groups, np.float32)
     scales[0::2] = lo
     scales[1::2] = step
@@ -170,8 +243,8 @@ def dequantize_uniform(
     if n and not step.all():
         _check_constant_groups(packed, step == 0, bits, n, length)
     out = np.empty(n, np.float32)
-    with np.errstate(over="ignore"):  # finite but huge scales from a peer give +-inf values
-        _dequantize_into(out, packed, lo, step, bits, length)
+    # finite but huge scales from a peer give +-inf values (errstate set in every part)
+    _dequantize_into(out, packed, lo, step, bits, length)
     return out
 
 
@@ -204,22 +277,34 @@ def _check_constant_groups(packed, zero_step, bits, n, length) -> None:
 
 
 def _dequantize_into(out, packed, lo, step, bits, length) -> None:
-    n = out.size
-    nibbles = np.empty(min(n, CHUNK) + 1, np.uint8) if bits == 4 else None
-    for a in range(0, n, CHUNK):
-        b = min(a + CHUNK, n)
-        src = packed[a * bits // 8 : (b * bits + 7) // 8]
-        if nibbles is not None:
-            codes = nibbles[: 2 * src.size]
-            np.bitwise_and(src, 15, out=codes[0::2])
-            np.right_shift(src, 4, out=codes[1::2])
-            codes = codes[: b - a]
-        else:
-            codes = unpack_chunk(src, bits, b - a)
-        o = out[a:b]
-        np.copyto(o, codes, casting="unsafe")
-        o *= per_value(step, a, b, length)
-        o += per_value(lo, a, b, length)
+    def work(start: int, end: int) -> None:
+        nibbles = np.empty(min(end - start, CHUNK) + 1, np.uint8) if bits == 4 else None
+        for a in range(start, end, CHUNK):
+            b = min(a + CHUNK, end)
+            src = packed[a * bits // 8 : (b * bits + 7) // 8]
+            if nibbles is not None:
+                codes = nibbles[: 2 * src.size]
+                np.bitwise_and(src, 15, out=codes[0::2])
+                np.right_shift(src, 4, out=codes[1::2])
+                codes = codes[: b - a]
+            else:
+                codes = unpack_chunk(src, bits, b - a)
+            o = out[a:b]
+            np.copyto(o, codes, casting="unsafe")
+            o *= per_value(step, a, b, length)
+            o += per_value(lo, a, b, length)
+
+    run_parts(parts(out.size), _quiet(work))
+
+
+def _quiet(work):
+    """work under np.errstate(over="ignore"), which is per thread: set in each part."""
+
+    def run(*args):
+        with np.errstate(over="ignore"):
+            work(*args)
+
+    return run
 
 
 class Grouped(Codec):

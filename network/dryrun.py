@@ -39,6 +39,7 @@ class DryRunResult:
     accepted: int
     dropped: int
     wall_s: float  # real seconds spent inside the network model (not simulated time)
+    select_wall_s: float = 0.0  # real seconds spent choosing each round's clients
 
 
 def dry_run(
@@ -56,8 +57,11 @@ def dry_run(
     accept_first: int | None = None,
     deadline_s: float | None = None,
     between_rounds: Callable[[], object] | None = None,
+    per_round: int | None = None,
 ) -> DryRunResult:
-    """Simulate ``rounds`` synchronous rounds of every online client of a population.
+    """Simulate ``rounds`` synchronous rounds of every online client of a population, or of
+    ``per_round`` of them drawn at random (``NetworkModel.sample_online``: no pass over the
+    population).
 
     Byte sizes and FLOPs are drawn uniformly per client and round from the given ranges
     (seeded); every round starts when the previous one ended. ``between_rounds`` is called
@@ -68,9 +72,14 @@ def dry_run(
     rng = np.random.default_rng([seed, 1])
     t = 0.0
     selected = accepted = dropped = 0
-    wall = 0.0
-    for _ in range(rounds):
-        ids = model.online_clients(t)
+    wall = select_wall = 0.0
+    for r in range(rounds):
+        start = time.perf_counter()
+        if per_round is None:
+            ids = model.online_clients(t)
+        else:
+            ids = model.sample_online(t, per_round, np.random.default_rng([seed, 2, r]))
+        select_wall += time.perf_counter() - start
         up = rng.integers(update_bytes[0], update_bytes[1], size=len(ids), endpoint=True)
         flops = rng.uniform(train_flops[0], train_flops[1], size=len(ids))
         jobs = [
@@ -95,4 +104,5 @@ def dry_run(
         accepted=accepted,
         dropped=dropped,
         wall_s=wall,
+        select_wall_s=select_wall,
     )

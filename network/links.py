@@ -486,6 +486,7 @@ class StarNetwork:
         self.events = 0  # model events: sends, transmissions, deliveries
         # Connections, reused across rounds when the caller lends a pool (see ``close``).
         self._conns: dict[int, _Conn] = {} if pool is None else pool
+        self._touched: dict[int, _Conn] = {}  # connections sent on (reset by ``close``)
         self._hash_base = _mix(_mix(seed & _M64) ^ (stream & _M64))
         self._delay = paths.delay  # latency + per-message overhead
         self._jitter = paths.jitter
@@ -512,9 +513,11 @@ class StarNetwork:
             raise ValueError(f"message size must be >= 0 bytes, got {nbytes}")
         self.events += 1
         msg = Message(device, direction, nbytes, self.env._now, on_delivered, tag)
-        conn = self._conns.get(2 * device + direction)
+        order = 2 * device + direction
+        conn = self._conns.get(order)
         if conn is None:
             conn = self.connection(device, direction)
+        self._touched[order] = conn
         self.links[direction].send(conn, msg)
         return msg
 
@@ -526,8 +529,10 @@ class StarNetwork:
         msg.cancelled = True
 
     def close(self) -> None:
-        """Drop all state (and the reference cycles through it); the network is unusable after."""
-        for conn in self._conns.values():
+        """Drop all state (and the reference cycles through it); the network is unusable after.
+        Only the connections this network sent on are reset: a pool lent by the caller holds
+        every device ever used, and a round must not cost work in proportion to that."""
+        for conn in self._touched.values():
             if conn.n_sent or conn.queue:
                 for msg in conn.queue:
                     msg._conn = None
@@ -535,6 +540,7 @@ class StarNetwork:
                 conn.active = False
                 conn.n_sent = 0
                 conn.last_delivery = -math.inf
+        self._touched.clear()
         for link in self.links:
             link.on_transmitted = None
             link._below.clear()

@@ -16,7 +16,7 @@ import gc
 import math
 import struct
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,6 +35,7 @@ from .links import (
     Message,
     StarNetwork,
 )
+from .selection import candidates, sample_online
 
 __all__ = [
     "ClientJob",
@@ -486,10 +487,21 @@ class NetworkModel:
         )
         self.events = 0  # model events simulated so far (sends, transmissions, deliveries, ...)
         self._conn_pool: dict = {}  # connection objects reused by successive sync rounds
+        self._pool: Sequence[int] | None = None  # devices that can be online (selection)
 
     def online_clients(self, t: float) -> list[int]:
+        """Every device online at ``t`` (asks the whole population; see ``sample_online``)."""
         avail = self.availability
         return [i for i in range(len(self.devices)) if avail.is_online(i, t)]
+
+    def sample_online(self, t: float, m: int, rng, exclude: Collection[int] = ()) -> list[int]:
+        """Up to ``m`` devices online at ``t`` and not in ``exclude``, uniformly at random,
+        sorted; work proportional to ``m`` (network/selection.py), not to the population."""
+        if self._pool is None:
+            self._pool = candidates(self.availability, len(self.devices))
+        return sample_online(
+            self.availability, len(self.devices), t, m, rng, exclude, pool=self._pool
+        )
 
     def compute_seconds(self, client_id: int, flops: float) -> float:
         """FLOPs / the client's effective FLOP/s."""

@@ -2,11 +2,15 @@
 
 A checkpoint is one wire-format message in the length-prefixed blob form (no pickle):
 its meta holds the scalars (round, simulated time, counters, log offsets, the resolved
-scenario's hash, algorithm scalars) and its tensors the global model, every client's
-committed state and the algorithm's server-side arrays. Written to a temporary file,
-fsynced, then renamed, so a crash leaves either the old or the new checkpoint, never half
-of one. Randomness needs no saving: every draw is derived from (seed, purpose, round,
-client), and the network model is a pure function of its inputs and seed.
+scenario's hash, algorithm scalars) and its tensors the global model and the algorithm's
+server-side arrays. Every client's committed state goes beside it, in
+``round-NNNNNN.clients``: one state blob per client, written and read one client at a time
+(10,000 clients with error feedback hold gigabytes, which must never be in memory at once);
+the checkpoint holds that file's index, length and SHA-256. Both are written to a temporary
+file, fsynced, then renamed, the client file first, so a crash leaves either the old or the
+new checkpoint, never half of one. Randomness needs no saving: every draw is derived from
+(seed, purpose, round, client), and the network model is a pure function of its inputs and
+seed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,79 @@ from fedsim.errors import FedsimError
 
 KEEP = 2
 _NAME = re.compile(r"^round-(\d{6})\.ckpt$")
+_CLIENTS = re.compile(r"^round-(\d{6})\.clients$")
+_INDEX = "index/clients"  # int64 rows (client, offset, length) of the .clients file
+
+
+def _pack_state_blob(state: Mapping[str, np.ndarray]) -> bytes:
+    from fedsim.runtime.protocol import pack_state
+
+    return to_blob(pack_state(dict(state)))
+
+
+class ClientStates(Mapping):
+    """A checkpoint's client states, read from its ``.clients`` file one client at a time."""
+
+    def __init__(self, path: Path | None, index: np.ndarray):
+        self._path = path
+        self._rows = {int(c): (int(off), int(n)) for c, off, n in index}
+
+    def __getitem__(self, client: int) -> dict[str, np.ndarray]:
+        from fedsim.runtime.protocol import unpack_state
+
+        off, n = self._rows[client]
+        assert self._path is not None
+        with open(self._path, "rb") as fh:
+            fh.seek(off)
+            buf = bytearray(n)
+            if fh.readinto(buf) != n:
+                raise FedsimError(f"{self._path}: truncated at client {client}")
+        try:
+            return unpack_state(from_blob(buf))
+        except WireError as e:
+            raise FedsimError(f"{self._path}: client {client}: {e}") from None
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._rows))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def _write_clients(path: Path, client_states: Mapping[int, Mapping[str, np.ndarray]]):
+    """Stream the client states to ``path`` (fsynced); (index rows, bytes, sha256)."""
+    rows: list[tuple[int, int, int]] = []
+    digest = hashlib.sha256()
+    offset = 0
+    tmp = path.with_suffix(".clients-tmp")
+    with open(tmp, "wb") as fh:
+        for c in sorted(client_states):
+            state = client_states[c]
+            if not state:
+                continue
+            blob = _pack_state_blob(state)
+            fh.write(blob)
+            digest.update(blob)
+            rows.append((int(c), offset, len(blob)))
+            offset += len(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return np.array(rows, dtype=np.int64).reshape(-1, 3), offset, digest.hexdigest()
+
+
+def _check_clients(path: Path, size: int, sha: str) -> None:
+    try:
+        if path.stat().st_size != size:
+            raise FedsimError(f"{path}: {path.stat().st_size} bytes, the checkpoint says {size}")
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    except OSError as e:
+        raise FedsimError(f"{path}: unreadable client states: {e}") from None
+    if digest.hexdigest() != sha:
+        raise FedsimError(f"{path}: unreadable client states: SHA-256 does not match")
 
 
 @dataclass
@@ -78,12 +155,14 @@ def save(
     extra_arrays: dict[str, np.ndarray],
     scen_hash: str,
 ) -> Path:
-    """`extra_arrays` are named "<section>/<key>" (e.g. "algo/mask/conv1.weight",
-    "down/3/fc.weight", "sched/..."); they come back from `load` under the same names."""
+    """`client_states` may be lazy (any Mapping: each client's state is read when written);
+    `extra_arrays` are named "<section>/<key>" (e.g. "algo/mask/conv1.weight", "sched/...");
+    they come back from `load` under the same names."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    clients_path = ckpt_dir / f"round-{state.round:06d}.clients"
+    index, size, sha = _write_clients(clients_path, client_states)
     records = [_rec(f"global/{k}", v) for k, v in sorted(global_state.items())]
-    for c in sorted(client_states):
-        records += [_rec(f"client/{c}/{k}", v) for k, v in sorted(client_states[c].items())]
+    records.append(_rec(_INDEX, index))
     records += [_rec(k, v) for k, v in sorted(extra_arrays.items())]
     meta = {
         "round": state.round,
@@ -101,6 +180,7 @@ def save(
         "algo_meta": state.algo_meta,
         "schedule": state.schedule,
         "scenario_sha256": scen_hash,
+        "clients": {"file": clients_path.name, "bytes": size, "sha256": sha},
     }
     blob = to_blob(pack_message("checkpoint", meta, records))
     path = ckpt_dir / f"round-{state.round:06d}.ckpt"
@@ -115,8 +195,14 @@ def save(
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    for old in sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))[:-KEEP]:
+    kept = sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))
+    for old in kept[:-KEEP]:
         old.unlink()
+    rounds = {_NAME.match(p.name).group(1) for p in kept[-KEEP:]}  # type: ignore[union-attr]
+    for p in ckpt_dir.iterdir():  # client files of removed checkpoints, or of a torn save
+        m = _CLIENTS.match(p.name)
+        if m and m.group(1) not in rounds:
+            p.unlink()
     return path
 
 
@@ -127,7 +213,9 @@ def latest(ckpt_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path: Path, scen_hash: str) -> tuple[RunState, dict, dict[int, dict], dict]:
+def load(path: Path, scen_hash: str) -> tuple[RunState, dict, Mapping[int, dict], dict]:
+    """(run state, global model, client states (read lazily from the .clients file, which is
+    checked against its SHA-256 first), extra arrays)."""
     try:
         msg = unpack_message(from_blob(path.read_bytes()))
     except (OSError, WireError) as e:
@@ -155,19 +243,22 @@ def load(path: Path, scen_hash: str) -> tuple[RunState, dict, dict[int, dict], d
         schedule=dict(m.get("schedule") or {}),
     )
     global_state: dict[str, np.ndarray] = {}
-    clients: dict[int, dict[str, np.ndarray]] = {}
     extra: dict[str, np.ndarray] = {}
+    index = np.zeros((0, 3), dtype=np.int64)
     for rec in msg.tensors:
         arr = np.asarray(rec.buffers[0]).reshape(rec.shape).copy()
         kind, _, rest = rec.name.partition("/")
         if kind == "global":
             global_state[rest] = arr
-        elif kind == "client":
-            c, _, key = rest.partition("/")
-            clients.setdefault(int(c), {})[key] = arr
+        elif rec.name == _INDEX:
+            index = arr.reshape(-1, 3)
         else:
             extra[rec.name] = arr
-    return state, global_state, clients, extra
+    info = m["clients"]
+    clients_path = path.parent / info["file"]
+    if len(index):
+        _check_clients(clients_path, int(info["bytes"]), str(info["sha256"]))
+    return state, global_state, ClientStates(clients_path if len(index) else None, index), extra
 
 
 def pack_values(

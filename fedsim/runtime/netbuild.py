@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,18 @@ class ScenarioNetwork:
     def online_clients(self, t: float) -> list[int]:
         return self.model.online_clients(t)
 
+    def sample_online(self, t: float, m: int, rng, exclude=()) -> list[int]:
+        return self.model.sample_online(t, m, rng, exclude)
+
     def run_sync_round(self, t0: float, jobs, *, accept_first=None, deadline_s=None):
         cj = [ClientJob(int(c), int(d), float(comp), int(u)) for c, d, comp, u in jobs]
         return self.model.run_sync_round(t0, cj, accept_first=accept_first, deadline_s=deadline_s)
 
     def describe(self) -> list[dict[str, Any]]:
-        return [
+        return list(self.iter_describe())
+
+    def iter_describe(self) -> Iterator[dict[str, Any]]:
+        return (
             {
                 "client": i,
                 "profile": d.name,
@@ -84,10 +91,18 @@ class ScenarioNetwork:
                 "jitter": d.jitter,
             }
             for i, d in enumerate(self.model.devices)
-        ]
+        )
 
     def write_devices(self, path: Path) -> None:
-        path.write_text(json.dumps({"devices": self.describe()}, indent=1) + "\n")
+        """devices.json, one device at a time: a 100,000-client table never exists as a list
+        of dicts (which alone would take about 200 MB)."""
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write('{\n "devices": [')
+            for i, row in enumerate(self.iter_describe()):
+                fh.write(("\n  " if i == 0 else ",\n  ") + json.dumps(row))
+            fh.write("\n ]\n}\n")
+        tmp.replace(path)
 
 
 def build_network(scenario: Any) -> ScenarioNetwork:

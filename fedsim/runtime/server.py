@@ -11,6 +11,7 @@ server state). A schedule (`schedule/sync.py`, `schedule/fedbuff.py`) decides *w
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +75,13 @@ class Server:
             self.model, tuple(experiment.dataset.input_shape), sc.train.batch_size
         )
         rt = sc.runtime
-        disk = rt.state_store == "disk"
-        self.store = ClientStateStore(rt.state_dir if disk else None, disk=disk)
+        disk = rt.state_store != "memory"
+        budget = int(rt.state_memory) if rt.state_store == "spill" else None
+        self.store = ClientStateStore(
+            rt.state_dir if disk else None, disk=disk, memory_bytes=budget
+        )
         # downlink error feedback: the model each client last received (server-side copy)
-        self.down_store = ClientStateStore(None, disk=disk)
+        self.down_store = ClientStateStore(None, disk=disk, memory_bytes=budget)
         self.down_feedback = downlink_feedback(sc.codec.downlink)
         self.nonfinite_loss = False
 
@@ -91,10 +95,9 @@ class Server:
     ) -> list[int]:
         """Up to m clients online at simulated time t (not in `exclude`), drawn with the RNG of
         (seed, SELECT, draw), sorted by id."""
-        online = [c for c in self.net.online_clients(t) if c not in exclude]
-        m = min(len(online), m)
         rng = seeding.rng_for(self.scenario.seed, seeding.SELECT, draw)
-        return sorted(int(c) for c in rng.choice(online, size=m, replace=False)) if m else []
+        # asks only the devices it draws (network/selection.py): no pass over the population
+        return self.net.sample_online(t, m, rng, exclude)
 
     def plan(self, rnd: int) -> RoundPlan:
         if self.algo.server is not None:
@@ -212,32 +215,50 @@ class Server:
         return not all(np.isfinite(v).all() for v in self.global_state.values())
 
     # ---- checkpoint ----------------------------------------------------------------------
-    def checkpoint_parts(self) -> tuple[dict[str, Any], dict[int, State], dict[str, np.ndarray]]:
-        """(declared server state description, client states, extra arrays)."""
+    def checkpoint_parts(
+        self,
+    ) -> tuple[dict[str, Any], Mapping[int, State], dict[str, np.ndarray]]:
+        """(declared server state description, client states, extra arrays). The client
+        states are a lazy view of the stores, read one client at a time as the checkpoint is
+        written; a client's entry holds its committed state and, under downlink error
+        feedback, the model it last received (keys prefixed "down/", as in its tasks)."""
         meta, arrays = ckpt.pack_values("algo", self.algo.server_state())
-        clients = {c: self.store.get(c) for c in self.store.clients()}
-        for c in self.down_store.clients():
-            arrays.update({f"down/{c}/{k}": v for k, v in self.down_store.get(c).items()})
-        return meta, clients, arrays
+        return meta, _CheckpointClients(self.store, self.down_store), arrays
 
     def restore(
         self,
         global_state: State,
         algo_meta: dict[str, Any],
-        clients: dict[int, State],
+        clients: Mapping[int, State],
         arrays: dict[str, np.ndarray],
     ) -> None:
         self.global_state = global_state
-        for c, st in clients.items():
-            self.store.restore(c, st)
-        down: dict[int, State] = {}
-        for name, v in arrays.items():
-            if name.startswith("down/"):
-                c, _, key = name[len("down/") :].partition("/")
-                down.setdefault(int(c), {})[key] = v
-        for c, st in down.items():
-            self.down_store.restore(c, st)
+        for c in clients:  # one client at a time (a lazy view of the checkpoint's file)
+            st = clients[c]
+            own = {k: v for k, v in st.items() if not k.startswith(DOWN_PREFIX)}
+            ref = {k[len(DOWN_PREFIX) :]: v for k, v in st.items() if k.startswith(DOWN_PREFIX)}
+            self.store.restore(c, own)
+            self.down_store.restore(c, ref)
         self.algo.load_server_state(ckpt.unpack_values("algo", algo_meta, arrays))
+
+
+class _CheckpointClients(Mapping):
+    """Client id -> committed state + downlink reference, read from the stores on access."""
+
+    def __init__(self, store: ClientStateStore, down: ClientStateStore):
+        self._store, self._down = store, down
+        self._ids = sorted(set(store.clients()) | set(down.clients()))
+
+    def __getitem__(self, c: int) -> State:
+        st = dict(self._store.get(c))
+        st.update({DOWN_PREFIX + k: v for k, v in self._down.get(c).items()})
+        return st
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 __all__ = ["Dispatch", "Server", "samples_processed", "state_from_model"]

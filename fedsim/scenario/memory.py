@@ -5,13 +5,13 @@ otherwise fill the machine in seconds and die in the allocator (or take the mach
 it). The estimate counts float32 bytes of what the run holds at once:
 
 - data: the training and test inputs (float32) and labels (int64), once in the coordinator
-  and once in every worker process or Ray actor it starts on this host; synthetic data is
-  generated with two temporaries of the training array's size;
+  and once in every worker process or Ray actor it starts on this host (synthetic data is
+  generated in place, without temporaries of the training array's size);
 - model: parameters and buffers, built on torch's "meta" device (shapes only, no memory),
   times the copies the coordinator keeps (model, global state, initial state) and those a
   training client keeps (gradients, optimizer state; its own model in a worker process);
 - client state: one model-sized residual per client that has trained, when a codec uses
-  error feedback and the state store is in memory;
+  error feedback and the state store is in memory (spilling: at most `state_memory`);
 - decoded updates: one model-sized update per client aggregated in a round (sync: the
   selected ceil(K x overcommit); async: the buffer).
 
@@ -100,8 +100,6 @@ def estimate(scenario: Any) -> tuple[int, dict[str, int]]:
     shape, classes, n_train, n_test, data_field = data_shape(sc)
     sample = math.prod(shape) * F32 + I64
     data = (n_train + n_test) * sample
-    if sc.data.dataset == "synthetic":
-        data += 2 * n_train * math.prod(shape) * F32  # generation temporaries
     rt = sc.runtime
     if rt.executor == "ray":
         local_procs = 0 if rt.ray_address else rt.workers  # actors of a remote cluster: elsewhere
@@ -122,8 +120,11 @@ def estimate(scenario: Any) -> tuple[int, dict[str, int]]:
         participants = sc.rounds * updates
     specs = f"{sc.codec.uplink} {sc.codec.downlink}"
     # error feedback keeps a model-sized residual for every client that has trained
-    ef = "ef(" in specs and rt.state_store == "memory"
+    ef = "ef(" in specs and rt.state_store != "disk"
     stateful = min(sc.clients.count, participants) if ef else 0
+    state_bytes = model_bytes * stateful
+    if rt.state_store == "spill":  # in memory up to state_memory, the rest on disk
+        state_bytes = min(state_bytes, int(rt.state_memory))
     parts: dict[str, int] = {}
     for field, n in (
         (data_field, data * (1 + local_procs)),
@@ -131,7 +132,7 @@ def estimate(scenario: Any) -> tuple[int, dict[str, int]]:
             _model_field(sc, data_field),
             model_bytes * (COORDINATOR_MODEL_COPIES + trainer_copies),
         ),
-        ("clients.count", model_bytes * stateful),
+        ("clients.count", state_bytes),
         ("clients.per_round", model_bytes * updates),
     ):
         parts[field] = parts.get(field, 0) + n

@@ -254,13 +254,17 @@ class RuntimeCfg(Strict):
         description="train up to N clients of a round together as one vectorised computation (torch.func; 1 = one at a time; in process only)",
     )
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N rounds (0 = off)")
-    state_store: Literal["memory", "disk"] = Field(
+    state_store: Literal["memory", "disk", "spill"] = Field(
         "memory",
-        description="where per-client state (error-feedback residuals) lives between rounds",
+        description='where per-client state (error-feedback residuals) lives between rounds: "memory", "disk" (one file per client) or "spill" (in memory up to state_memory, the least recently used clients on disk)',
+    )
+    state_memory: Bytes = Field(
+        256e6,
+        description="state_store = spill: bytes of client state kept in memory before the least recently used spills to disk",
     )
     state_dir: str | None = Field(
         None,
-        description="folder for state_store = disk (default: a temporary one; relative to the scenario file)",
+        description="folder for state_store = disk or spill (default: a temporary one; relative to the scenario file)",
     )
     endpoint: str | None = Field(
         None,

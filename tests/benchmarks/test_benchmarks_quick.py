@@ -26,7 +26,7 @@ FIGURES = [
     "wire_efficiency",
     "transport_vs_raw_zmq",
     "des_events_per_s",
-    "population_10k_rss",
+    "population_100k_rss",
     "flower_vs_fedsim",
     "batched_vs_sequential",
 ]
@@ -80,6 +80,6 @@ def test_quick_suite_produces_every_figure(tmp_path):
         assert fig["met"] in (True, False) and fig["raw"], name
     for name in FIGURES:
         assert name in proc.stdout  # the table names every figure
-    pop = doc["figures"]["population_10k_rss"]["raw"]
+    pop = doc["figures"]["population_100k_rss"]["raw"]
     assert pop["disk_equals_memory"] is True
     assert doc["figures"]["overhead_inproc"]["raw"]["same_model_sha256"] is True

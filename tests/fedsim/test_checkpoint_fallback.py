@@ -70,3 +70,31 @@ def test_another_scenarios_checkpoint_is_an_error_not_a_fallback(tmp_path):
     _save(d, 2, scen_hash="b" * 64)
     with pytest.raises(FedsimError, match="different scenario"):
         ckpt.latest_valid(d, HASH)
+
+
+def test_damaged_client_states_fall_back_to_the_older_checkpoint(tmp_path):
+    d = tmp_path / "checkpoints"
+    older, newest = _save(d, 1), _save(d, 2)
+    side = newest.with_suffix(".clients")
+    data = bytearray(side.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in a residual
+    side.write_bytes(bytes(data))
+    skipped = []
+    path, (state, _, clients, _) = ckpt.latest_valid(d, HASH, lambda p, r: skipped.append(r))
+    assert path == older and state.round == 1
+    assert np.array_equal(clients[0]["residual"], np.arange(4, dtype=np.float32))
+    assert len(skipped) == 1 and "SHA-256" in skipped[0]
+
+
+def test_old_checkpoints_take_their_client_files_with_them(tmp_path):
+    d = tmp_path / "checkpoints"
+    for r in (1, 2, 3):
+        _save(d, r)
+    (d / "round-000009.clients").write_bytes(b"torn")  # a save that died before its .ckpt
+    _save(d, 4)
+    assert sorted(p.name for p in d.iterdir()) == [
+        "round-000003.ckpt",
+        "round-000003.clients",
+        "round-000004.ckpt",
+        "round-000004.clients",
+    ]

@@ -137,3 +137,30 @@ def test_energy_is_reported_and_adds_up(tmp_path):
     up32 = sum(m["energy_up_j"] for m in read_jsonl(fp32 / "metrics.jsonl"))
     up4 = sum(m["energy_up_j"] for m in read_jsonl(q4 / "metrics.jsonl"))
     assert up4 < up32  # fewer bytes on the uplink cost less radio energy
+
+
+@pytest.mark.parametrize("scenario", ["heterogeneous.toml", "async.toml"])
+def test_runs_never_ask_every_device_whether_it_is_online(tmp_path, monkeypatch, scenario):
+    # a round's selection asks only the devices it draws (network/selection.py); the pass
+    # over the whole population is left to tools that want the full list
+    from fedsim.network.rounds import NetworkModel
+
+    def whole_population(self, t):
+        raise AssertionError("a run walked the whole population")
+
+    monkeypatch.setattr(NetworkModel, "online_clients", whole_population)
+    extra = ["--set", 'network.availability={model="markov", mean_on="600s", mean_off="600s"}']
+    out = run(tmp_path, scenario, "x", "--rounds", "3", *extra)
+    assert json.loads((out / "summary.json").read_text())["rounds_completed"] == 3
+
+
+def test_devices_json_is_written_one_device_at_a_time_and_reads_back(tmp_path):
+    from fedsim.runtime.netbuild import build_network
+    from fedsim.scenario import load_scenario
+
+    sc = load_scenario(ROOT / "scenarios" / "heterogeneous.toml", ["clients.count=300"])
+    net = build_network(sc)
+    net.write_devices(tmp_path / "devices.json")
+    doc = json.loads((tmp_path / "devices.json").read_text())
+    assert doc == {"devices": net.describe()} and len(doc["devices"]) == 300
+    assert doc["devices"][7]["client"] == 7 and doc["devices"][7]["up_bps"] > 0

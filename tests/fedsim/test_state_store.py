@@ -28,12 +28,14 @@ def _same(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(a[k], b[k])
 
 
-@pytest.fixture(params=["memory", "disk", "directory"])
+@pytest.fixture(params=["memory", "disk", "directory", "spill"])
 def store(request, tmp_path):
     if request.param == "memory":
         s = ClientStateStore()
     elif request.param == "disk":
         s = ClientStateStore(disk=True)
+    elif request.param == "spill":  # room for about one client's state in memory
+        s = ClientStateStore(disk=True, memory_bytes=3000)
     else:
         s = ClientStateStore(tmp_path / "state")
     yield s
@@ -164,3 +166,76 @@ def test_disk_store_gives_the_same_run(tmp_path, monkeypatch):
     assert _strip_wall(mem_metrics) == _strip_wall(disk_metrics)
     disk_store.release()
     mem_store.release()
+
+
+def test_spill_store_keeps_the_recent_in_memory_and_the_rest_on_disk(tmp_path):
+    one = sum(a.nbytes for a in _state(0).values())
+    s = ClientStateStore(tmp_path / "s", memory_bytes=2 * one)
+    for c in range(5):
+        s.commit(c, pack_state(_state(c)))
+    assert s.spilled == 3  # clients 0, 1, 2 went to disk, 3 and 4 are in memory
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        f"client-{c:08d}.state" for c in range(3)
+    ]
+    _same(s.get(0), _state(0))  # from its file
+    s.commit(0, pack_state(_state(9)))  # newer state in memory: it wins over the file
+    assert s.spilled == 4  # ... and pushed out client 3, the least recently used
+    _same(s.get(0), _state(9))
+    for c in range(1, 5):
+        _same(s.get(c), _state(c))
+    assert s.clients() == [0, 1, 2, 3, 4]
+    s.close()
+    assert not any((tmp_path / "s").iterdir()) and s.clients() == []
+
+
+def _checkpointed(tmp_path, name, rounds_kept, **runtime):
+    """A run with a checkpoint after every round; then, when `rounds_kept` is set, as if it
+    had crashed after that round's checkpoint, resumed to the end."""
+    import copy
+
+    doc = copy.deepcopy(EF_RUN)
+    doc["codec"]["downlink"] = "ef(topk:0.2)"  # per-client references are checkpointed too
+    doc["runtime"] = {"checkpoint_every": 1, **runtime}
+    sc = validate_doc(doc)
+    out = tmp_path / name
+    summary = coord_mod.Coordinator(sc, out).run()
+    if rounds_kept is None:
+        return summary, out
+    ckpts = out / "checkpoints"
+    for p in ckpts.iterdir():  # everything written after round `rounds_kept`'s checkpoint
+        if int(p.name[len("round-") : len("round-") + 6]) > rounds_kept:
+            p.unlink()
+    (out / "summary.json").unlink()
+    return coord_mod.Coordinator(sc, out, resume=True).run(), out
+
+
+def test_resume_from_spilled_state_equals_the_uninterrupted_run(tmp_path):
+    whole, a = _checkpointed(tmp_path, "whole", None)
+    resumed, b = _checkpointed(tmp_path, "resumed", 2, state_store="spill", state_memory="20kB")
+    assert resumed["resumed"] and resumed["model_sha256"] == whole["model_sha256"]
+    assert _strip_wall((a / "metrics.jsonl").read_text()) == _strip_wall(
+        (b / "metrics.jsonl").read_text()
+    )
+    assert _strip_wall((a / "traffic.jsonl").read_text()) == _strip_wall(
+        (b / "traffic.jsonl").read_text()
+    )
+    # the client states are beside the checkpoint, not inside it
+    names = sorted(p.name for p in (b / "checkpoints").iterdir())
+    assert names == [f"round-00000{r}.{ext}" for r in (2, 3) for ext in ("ckpt", "clients")]
+    assert '"event":"resume"' in (b / "events.jsonl").read_text().replace(" ", "")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_spilled_state_with_ipc_workers_gives_the_in_process_run(tmp_path):
+    # client state travels with each task, so a worker process never holds any: the
+    # spilling store behind 2 workers gives the in-memory, in-process run exactly
+    mem, mem_store, mem_metrics = _run(tmp_path, "mem")
+    spill, spill_store, spill_metrics = _run(
+        tmp_path, "spill", state_store="spill", state_memory="20kB", transport="ipc", workers=2
+    )
+    assert spill_store.spilled > 0  # the budget really pushed states to disk
+    assert mem["model_sha256"] == spill["model_sha256"]
+    assert _strip_wall(mem_metrics) == _strip_wall(spill_metrics)
+    mem_store.release()
+    spill_store.release()

@@ -303,3 +303,19 @@ def test_unit_hash_is_uniform_enough():
     u = np.array([unit_hash(3, i) for i in range(20_000)])
     assert 0 < u.min() and u.max() < 1
     assert abs(u.mean() - 0.5) < 0.01
+
+
+def test_closing_a_round_touches_only_its_own_connections():
+    # a pool lent across rounds holds every device ever used (100,000 in a population run);
+    # closing a round must not walk it: these stand-ins fail if anything reads them
+    env = simpy.Environment()
+    paths = DevicePaths([dev() for _ in range(4)])
+    pool = {2 * d + k: object() for d in range(4, 50_000) for k in (0, 1)}
+    net = StarNetwork(env, paths, 8e6, 8e6, pool=pool)
+    got = []
+    for d in range(4):
+        net.send(d, UP, 1000, lambda m: got.append(m.device))
+    env.run()
+    net.close()
+    assert sorted(got) == [0, 1, 2, 3]
+    assert all(pool[2 * d + UP].n_sent == 0 for d in range(4))  # reset for the next round
