@@ -14,7 +14,14 @@ rounding (tests/fedsim/test_batched.py holds it within 1e-5).
 Refused by `fedsim validate` (fedsim/scenario/composition.py): methods whose client training
 is their own (`Algorithm.batching_refusal`), Adam, models with BatchNorm (running
 statistics would mix padded samples in) or dropout (its random masks follow the global RNG
-of a sequential run), and executors other than in process.
+of a sequential run), and the asynchronous schedule (FedBuff dispatches replacement clients
+one at a time, as results arrive: no groups to form, and none that would not depend on
+timing).
+
+Every executor trains the same groups: a round's tasks in consecutive groups of N, formed
+when they are submitted (`Executor.run`, `WorkerPool.submit_group`), sent whole to one client
+actor (in process, a ZeroMQ worker, a Ray actor) and run again whole if that actor is lost.
+So a batched run has one hash whatever executor and worker count run it.
 """
 
 from __future__ import annotations
@@ -79,11 +86,10 @@ def sgd_step(
 
 def batching_refusal(scenario: Any, algorithm: Algorithm) -> str | None:
     """Why `runtime.batch_clients` > 1 cannot apply to this scenario, or None."""
-    rt = scenario.runtime
-    if rt.executor != "zmq" or rt.transport != "inproc":
+    if scenario.server.mode == "async":
         return (
-            'batched clients run in process only (transport = "inproc", executor = "zmq"); '
-            "worker processes and Ray actors train one client at a time"
+            "FedBuff dispatches each replacement client alone, as an earlier one arrives: "
+            "there is no group of clients to train together; use batch_clients = 1"
         )
     why = algorithm.batching_refusal()
     if why:
