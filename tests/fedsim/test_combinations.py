@@ -75,7 +75,9 @@ def all_cases() -> tuple[dict[str, dict], dict[str, str]]:
     )
     for mode in ("sync", "async"):  # batched clients: groups of 2 and 1 (3 per round)
         candidates[f"batched-{mode}"] = merged(
-            runtime={"batch_clients": 2}, codec={"uplink": "q8"}, server={"mode": mode}
+            runtime={"batch_clients": 2, "batch_kernels": "vmap"},
+            codec={"uplink": "q8"},
+            server={"mode": mode},
         )
     for name, doc in candidates.items():
         try:
