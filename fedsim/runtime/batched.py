@@ -159,7 +159,8 @@ def train_together(
     kernels: str | None = None,
 ) -> list[ClientUpdate]:
     """Local training of every client in `ctxs` at once; `starts[i]` is client i's full
-    state_dict before training (the received model). One `ClientUpdate` per client.
+    state_dict before training (the received model: a copy of the caller's, which training
+    may change in place). One `ClientUpdate` per client.
     `kernels`: "vmap" (stacked, one vectorised computation) or "per_client" (each client's
     own kernels, in lockstep); default by device (`default_kernels`)."""
     t = algorithm.scenario.train
@@ -197,13 +198,14 @@ def _per_client(algorithm, model, ctxs, starts, batches, sgd):
     computation of each client, client by client within a step. Without a method loss term,
     each client's update is bit for bit its sequential one."""
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = [{n: s[n].detach().clone().requires_grad_(True) for n in trainable} for s in starts]
+    # the starts are the caller's private copies: trained in place, no second copy
+    params = [{n: s[n].detach().requires_grad_(True) for n in trainable} for s in starts]
     rest = [
         {n: s[n] for n in s if n not in trainable} for s in starts
     ]  # buffers and frozen parameters, as received
-    anchor = [{n: p.detach().clone() for n, p in ps.items()} for ps in params]
-    losses: list[list[float]] = [[] for _ in ctxs]
     extra = type(algorithm).extra_loss_batched is not Algorithm.extra_loss_batched
+    anchor = [{n: p.detach().clone() for n, p in ps.items()} for ps in params] if extra else []
+    losses: list[list[float]] = [[] for _ in ctxs]
     for step in range(max(batches.steps, default=0)):
         live = batches.live(step)
         total = None
