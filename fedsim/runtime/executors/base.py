@@ -13,8 +13,8 @@ second bad answer for the same task stops the run; an answer from a worker alrea
 lost is logged (`late_result`) and ignored. Transports only move frames and report what
 happened (`join`, `ready`, `answer`, `lose`); the pool calls their `send` to dispatch.
 
-The queue holds units: one task, or a group of tasks trained together as one vectorised
-computation (`runtime.batch_clients`, `submit_group`). A group is formed once, when it is
+The queue holds units: one task, or a group of tasks that one client actor trains together
+(`runtime.batch_clients`, `submit_group`). A group is formed once, when it is
 submitted, and stays whole: it goes to one worker, and a lost worker's group, or a group
 with a corrupt answer, is queued again whole (answers for tasks already accepted are
 dropped). So every client is trained in the same group whatever worker runs it, worker
