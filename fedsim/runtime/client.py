@@ -89,10 +89,15 @@ class ClientRunner:
         t2 = time.perf_counter()
         return self._finish(task, ctx, update, uplink, codec_state, (t1 - t0, t2 - t1))
 
-    def run_many(self, tasks: list[Task]) -> list[TaskResult]:
+    def run_many(self, tasks: list[Task], kernels: str | None = None) -> list[TaskResult]:
         """Tasks in groups of `runtime.batch_clients`, each group's clients trained together
-        as one vectorised computation (fedsim/runtime/batched.py); results in task order."""
+        (fedsim/runtime/batched.py; `kernels` as there, default `runtime.batch_kernels`);
+        results in task order."""
         from fedsim.runtime.batched import train_together
+
+        if kernels is None:
+            chosen = getattr(self.scenario.runtime, "batch_kernels", "auto")
+            kernels = None if chosen == "auto" else chosen
 
         size = max(1, int(getattr(self.scenario.runtime, "batch_clients", 1)))
         out: list[TaskResult] = []
@@ -108,7 +113,7 @@ class ClientRunner:
                 starts.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
             t1 = time.perf_counter()
             ctxs = [ctx for ctx, _, _ in begun]
-            updates = train_together(self.algorithm, self.model, ctxs, starts)
+            updates = train_together(self.algorithm, self.model, ctxs, starts, kernels)
             t2 = time.perf_counter()
             share = ((t1 - t0) / len(group), (t2 - t1) / len(group))  # wall time split evenly
             for task, (ctx, uplink, codec_state), update in zip(group, begun, updates, strict=True):

@@ -251,7 +251,11 @@ class RuntimeCfg(Strict):
     batch_clients: int = Field(
         1,
         ge=1,
-        description="train up to N clients of a round together as one vectorised computation (torch.func; 1 = one at a time; in process only)",
+        description="train up to N clients of a round together (1 = one at a time; docs/scenarios.md, Batched clients)",
+    )
+    batch_kernels: Literal["auto", "vmap", "per_client"] = Field(
+        "auto",
+        description='how batched clients compute: "vmap" (stacked, one vectorised computation), "per_client" (each client\'s own kernels, in lockstep), "auto" (per_client on the CPU, vmap on a GPU)',
     )
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N rounds (0 = off)")
     state_store: Literal["memory", "disk", "spill"] = Field(

@@ -77,6 +77,12 @@ def all_cases() -> tuple[dict[str, dict], dict[str, str]]:
     candidates["codec-ef-down-async"] = merged(
         codec={"downlink": "ef(topk:0.1)"}, server={"mode": "async"}
     )
+    for mode in ("sync", "async"):  # batched clients: groups of 2 and 1 (3 per round)
+        candidates[f"batched-{mode}"] = merged(
+            runtime={"batch_clients": 2, "batch_kernels": "vmap"},
+            codec={"uplink": "q8"},
+            server={"mode": mode},
+        )
     for name, doc in candidates.items():
         try:
             check_scenario(validate_doc(doc))
@@ -120,6 +126,7 @@ def test_refusals_are_expected(matrix):
     # the combinations the runtime cannot honour, each with its one-line reason
     assert "feddip-async" in refused and all(k.endswith("-async") for k in refused), refused
     assert "fedavg-async" not in refused and "codec10-downlink" not in refused
+    assert "batched-async" in refused and "batched-sync" not in refused
 
 
 @pytest.mark.parametrize("mode", ["resume", "ipc", "ray"])

@@ -3,7 +3,10 @@
 `serve` is the loop of every client actor that speaks ZeroMQ — a `fedsim worker` process
 and the in-process actor alike: HELLO; SETUP -> READY (the runner is built from the
 scenario TOML, or was handed over in process); TASK -> RESULT or ERROR; SHUTDOWN ends it.
-`answer_task` turns a task's frames into the answer's frames; the Ray actor calls it too.
+A TASK whose meta says `group` = N is the first of N tasks sent back to back, trained
+together (`runtime.batch_clients`): one RESULT (or ERROR) each, in order.
+`answer_task` / `answer_tasks` turn tasks' frames into the answers' frames; the Ray actor
+calls them too.
 
 Test-only fault injection: FEDSIM_FAULT="KIND:I:N" makes actor (worker index, Ray actor
 index; 0 in process) I misbehave on its N-th task: `kill` SIGKILLs its own process before
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from fedsim.runtime.client import ClientRunner
 
 FAULT_KINDS = ("kill", "corrupt", "negstep")
+GROUP_KEY = "group"  # task meta: how many tasks, sent back to back, are trained together
 RUN_FOLDER_ENV = "FEDSIM_RUN_FOLDER"  # set for the workers a coordinator spawns
 
 
@@ -168,8 +172,9 @@ async def serve(
     until the coordinator has been silent for 2 x `timeout` or our parent died (returns 3).
 
     With a `runner` (in process) tasks run on the event loop's own thread, one after
-    another, as the coordinator waits for them anyway; without one the runner is built from
-    SETUP and tasks run in a thread, so heartbeats go on while a client trains.
+    another (or a group at a time), as the coordinator waits for them anyway; without one the
+    runner is built from SETUP and tasks run in a thread, so heartbeats go on while clients
+    train.
 
     Raises RuntimeFailure when the worker never joins (no answer within 2 x `timeout`,
     refused by CURVE); returns 2 after the coordinator refused it (REFUSE) or after it could
@@ -231,16 +236,28 @@ async def serve(
                 await sock.send_multipart([P.pack_envelope(P.READY)])
                 say(f"joined: training clients of {_scenario_name(env)} for {_where(link)}")
             elif kind == P.TASK:
-                if pool is None:  # in process: the tasks already queued, up to batch_clients
-                    group = [frames]
-                    limit = int(runner.scenario.runtime.batch_clients)
-                    while len(group) < limit and not backlog and await sock.poll(0):
-                        more = await transport.recv_frames(sock)
-                        queue = group if P.unpack_envelope(more[0])["type"] == P.TASK else backlog
-                        queue.append(more)
+                group = [frames]
+                size = _group_size(env)
+                while len(group) < size:  # the rest of the group follows back to back
+                    more = await transport.recv_frames(sock, timeout=heartbeat)
+                    if more is None:
+                        if timeout is not None and time.monotonic() - last_seen > 2 * timeout:
+                            say("exit 3: the coordinator went silent within a group of tasks")
+                            return 3
+                        continue
+                    last_seen = time.monotonic()
+                    if P.unpack_envelope(more[0])["type"] == P.TASK:
+                        group.append(more)
+                    else:  # answered after the group (a SHUTDOWN ends the wait)
+                        backlog.append(more)
+                        if P.unpack_envelope(more[0])["type"] == P.SHUTDOWN:
+                            break
+                if len(group) < size:
+                    continue
+                if pool is None:  # in process: on the loop's thread (the coordinator waits)
                     outs = answer_tasks(runner, group, fault)
                 else:
-                    outs = [await loop.run_in_executor(pool, answer_task, runner, frames, fault)]
+                    outs = await loop.run_in_executor(pool, answer_tasks, runner, group, fault)
                 for out in outs:
                     done += 1
                     await sock.send_multipart(out, copy=False)
@@ -252,6 +269,12 @@ async def serve(
             beater.cancel()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _group_size(env: dict) -> int:
+    meta = env.get("meta")
+    size = meta.get(GROUP_KEY, 1) if isinstance(meta, dict) else 1
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 1
 
 
 def _remove_dead_parents_folder(parent: int) -> None:

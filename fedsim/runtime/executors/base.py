@@ -12,6 +12,14 @@ that fails `validate_result` is logged (`corrupt_message`) and its task run agai
 second bad answer for the same task stops the run; an answer from a worker already declared
 lost is logged (`late_result`) and ignored. Transports only move frames and report what
 happened (`join`, `ready`, `answer`, `lose`); the pool calls their `send` to dispatch.
+
+The queue holds units: one task, or a group of tasks that one client actor trains together
+(`runtime.batch_clients`, `submit_group`). A group is formed once, when it is
+submitted, and stays whole: it goes to one worker, and a lost worker's group, or a group
+with a corrupt answer, is queued again whole (answers for tasks already accepted are
+dropped). So every client is trained in the same group whatever worker runs it, worker
+counts and failures included: the batched kernels' rounding, and the run's hash, do not
+depend on them.
 """
 
 from __future__ import annotations
@@ -49,8 +57,21 @@ class Executor(abc.ABC):
         """Queue one task; the future resolves to its validated `TaskResult` (or raises
         RuntimeFailure when the run cannot go on). Returns immediately."""
 
+    group_size = 1  # runtime.batch_clients: `run` submits its tasks in groups of this many
+
+    def submit_group(self, tasks: Sequence[P.Task]) -> list[asyncio.Future]:
+        """Queue tasks to be trained together as one computation (by one worker); one future
+        per task. Executors that cannot batch run them one by one."""
+        return [self.submit(t) for t in tasks]
+
     async def run(self, tasks: Sequence[P.Task]) -> dict[int, P.TaskResult]:
-        futures = [self.submit(t) for t in tasks]
+        """Submit + gather; with `group_size` N > 1 the tasks go in groups of N consecutive
+        tasks (the same groups for every executor and worker count)."""
+        n = max(1, int(self.group_size))
+        futures = []
+        for at in range(0, len(tasks), n):
+            chunk = tasks[at : at + n]
+            futures += self.submit_group(chunk) if len(chunk) > 1 else [self.submit(chunk[0])]
         try:
             results = await asyncio.gather(*futures)
         except BaseException:
@@ -118,16 +139,19 @@ class Worker:
     pid: int | None = None
     host: str = ""
     ready: bool = False
-    inflight: dict[int, P.Task] = field(default_factory=dict)  # task id -> task, in send order
+    inflight: dict[int, P.Task] = field(default_factory=dict)  # unanswered, in send order
+    units: list[tuple[P.Task, ...]] = field(default_factory=list)  # sent, not all answered
     last_seen: float = field(default_factory=time.monotonic)
     tasks_done: int = 0
 
 
 class WorkerPool:
-    """Pending tasks, workers with credit, loss, corrupt answers: one state machine.
+    """Pending units, workers with credit, loss, corrupt answers: one state machine.
 
     `send(worker, task)` is the transport's; it returns None when the task is on its way
     or a reason string when the send failed (the worker is then lost and the task re-queued).
+    `send_group(worker, tasks)` sends a group to be trained together (default: `send` for
+    each). `credit` counts units in flight per worker.
     """
 
     def __init__(
@@ -137,19 +161,16 @@ class WorkerPool:
         *,
         credit: int = 1,
         validate: Callable[[P.Task, Sequence[Any]], P.TaskResult] = validate_result,
-        groups: bool = False,
+        send_group: Callable[[Worker, tuple[P.Task, ...]], str | None] | None = None,
     ):
         self.send = send
+        self.send_group = send_group
         self.on_event = on_event
         self.credit = credit
-        # groups: a worker gets new tasks only once it has answered all it had, up to
-        # `credit` at once (batched clients: the same groups in every run)
-        self.groups = groups
-        self._dispatch_soon = False
         self.validate = validate
         self.workers: dict[Hashable, Worker] = {}
         self.lost: dict[Hashable, Worker] = {}
-        self.pending: collections.deque[P.Task] = collections.deque()
+        self.pending: collections.deque[tuple[P.Task, ...]] = collections.deque()
         self.futures: dict[int, asyncio.Future] = {}
         self.corrupt: collections.Counter[int] = collections.Counter()
         self.losses: collections.Counter[int] = collections.Counter()
@@ -158,49 +179,69 @@ class WorkerPool:
 
     # ---- tasks in, results out ------------------------------------------------------------
     def submit(self, task: P.Task) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        if self.fatal is not None:
-            fut.set_exception(self.fatal)
-            return fut
-        if task.task_id in self.futures:
-            raise ValueError(f"task {task.task_id} is already outstanding")
-        self.futures[task.task_id] = fut
-        self.pending.append(task)
-        if not self.groups:
-            self.dispatch()
-        elif not self._dispatch_soon:  # after every task submitted now: one whole group
-            self._dispatch_soon = True
-            asyncio.get_running_loop().call_soon(self._dispatch_later)
-        return fut
+        return self.submit_group([task])[0]
 
-    def _dispatch_later(self) -> None:
-        self._dispatch_soon = False
-        self.dispatch()
+    def submit_group(self, tasks: Sequence[P.Task]) -> list[asyncio.Future]:
+        """One unit: the tasks go to one worker together (trained as one computation)."""
+        loop = asyncio.get_running_loop()
+        futs = []
+        for task in tasks:
+            fut = loop.create_future()
+            futs.append(fut)
+            if self.fatal is not None:
+                fut.set_exception(self.fatal)
+                continue
+            if task.task_id in self.futures:
+                raise ValueError(f"task {task.task_id} is already outstanding")
+            self.futures[task.task_id] = fut
+        if self.fatal is None and tasks:
+            self.pending.append(tuple(tasks))
+            self.dispatch()
+        return futs
 
     def dispatch(self) -> None:
-        """Queue order to ready workers, one task each per pass, up to `credit` in flight."""
-        ready = [w for w in self.workers.values() if w.ready and not (self.groups and w.inflight)]
+        """Queue order to ready workers, one unit each per pass, up to `credit` in flight."""
+        ready = [w for w in self.workers.values() if w.ready]
         ready.sort(key=lambda w: w.name)
         for _ in range(self.credit):
             for w in ready:
                 self._drop_abandoned()
                 if not self.pending or self.fatal is not None:
                     return
-                if w.key not in self.workers or len(w.inflight) >= self.credit:
+                if w.key not in self.workers or len(w.units) >= self.credit:
                     continue
-                task = self.pending.popleft()
-                w.inflight[task.task_id] = task
-                why = self.send(w, task)
+                unit = self.pending[0]
+                if any(t.task_id in w.inflight for t in unit):
+                    continue  # still answering this group's first run: another worker takes it
+                self.pending.popleft()
+                w.units.append(unit)
+                for t in unit:
+                    w.inflight[t.task_id] = t
+                if len(unit) > 1 and self.send_group is not None:
+                    why = self.send_group(w, unit)
+                else:
+                    why = None
+                    for t in unit:
+                        why = self.send(w, t)
+                        if why is not None:
+                            break
                 if why is not None:
                     self.lose(w.key, f"send failed: {why}")
 
+    def _live(self, task: P.Task) -> bool:
+        fut = self.futures.get(task.task_id)
+        return fut is not None and not fut.done()
+
     def _drop_abandoned(self) -> None:
-        """Tasks whose future was cancelled (the scheduler gave up on them) are not sent."""
+        """Units whose futures were all cancelled (the scheduler gave up on them) or answered
+        are not sent."""
         while self.pending:
-            fut = self.futures.get(self.pending[0].task_id)
-            if fut is not None and not fut.done():
+            if any(self._live(t) for t in self.pending[0]):
                 return
-            self.futures.pop(self.pending.popleft().task_id, None)
+            for t in self.pending.popleft():
+                fut = self.futures.get(t.task_id)
+                if fut is not None and fut.done():
+                    self.futures.pop(t.task_id)
 
     def answer(self, key: Hashable, frames: Sequence[Any], task: P.Task | None = None) -> None:
         """A worker's answer: `task` is the call it answers when the transport knows it,
@@ -217,6 +258,10 @@ class WorkerPool:
         if task is None or task.task_id not in w.inflight:
             self.on_event("corrupt_message", worker=w.name, pid=w.pid, error="unsolicited answer")
             return
+        if not self._live(task):  # answered already (a group run again whole) or abandoned
+            self._answered(w, task)
+            self.dispatch()
+            return
         if _is_error(frames):
             env = P.unpack_envelope(frames[0])
             where = f"on {w.name} (pid {w.pid}{', ' + w.host if w.host else ''})"
@@ -227,11 +272,11 @@ class WorkerPool:
                 )
             )
             return
-        del w.inflight[task.task_id]
+        unit = self._answered(w, task)
         try:
             result = self.validate(task, frames)
         except Exception as e:  # anything that does not decode is a corrupt message
-            self._corrupt(w, task, e)
+            self._corrupt(w, task, unit, e)
         else:
             w.tasks_done += 1
             # who ran it, for the record (not part of the experiment's outputs)
@@ -241,9 +286,19 @@ class WorkerPool:
                 fut.set_result(result)
         self.dispatch()
 
-    def _corrupt(self, w: Worker, task: P.Task, error: BaseException) -> None:
-        """Log it and run the task again, once; a second malformed result for the same task
-        stops the run rather than go on with bad data."""
+    def _answered(self, w: Worker, task: P.Task) -> tuple[P.Task, ...]:
+        """Take `task` off the worker; its unit leaves once every task of it is answered."""
+        del w.inflight[task.task_id]
+        unit = next(u for u in w.units if any(t.task_id == task.task_id for t in u))
+        if not any(t.task_id in w.inflight for t in unit):
+            w.units.remove(unit)
+        return unit
+
+    def _corrupt(
+        self, w: Worker, task: P.Task, unit: tuple[P.Task, ...], error: BaseException
+    ) -> None:
+        """Log it and run the task again (in its whole group), once; a second malformed
+        result for the same task stops the run rather than go on with bad data."""
         self.on_event(
             "corrupt_message", worker=w.name, pid=w.pid, task=task.task_id, error=str(error)
         )
@@ -256,13 +311,19 @@ class WorkerPool:
                 )
             )
             return
-        self._requeue(task, "corrupt_message")
+        self._requeue(unit, [task], "corrupt_message")
 
-    def _requeue(self, task: P.Task, reason: str) -> None:
-        self.pending.appendleft(task)
-        self.on_event(
-            "redispatch", task=task.task_id, round=task.round, client=task.client_id, reason=reason
-        )
+    def _requeue(self, unit: tuple[P.Task, ...], tasks: Sequence[P.Task], reason: str) -> None:
+        """`unit` back at the front of the queue, whole; one event per task of it re-run."""
+        self.pending.appendleft(unit)
+        for task in tasks:
+            self.on_event(
+                "redispatch",
+                task=task.task_id,
+                round=task.round,
+                client=task.client_id,
+                reason=reason,
+            )
 
     # ---- workers ----------------------------------------------------------------------------
     def join(self, key: Hashable, name: str, *, pid: int | None = None, host: str = "", **extra):
@@ -285,24 +346,31 @@ class WorkerPool:
             w.last_seen = time.monotonic()
 
     def lose(self, key: Hashable, why: str) -> Worker | None:
-        """The worker is gone: its tasks go back to the front of the queue, in order."""
+        """The worker is gone: its units go back to the front of the queue, in order, each
+        whole (its tasks already answered are run again with it, their answers dropped)."""
         w = self.workers.pop(key, None)
         if w is None:
             return None
         self.lost[key] = w
         self.on_event("worker_lost", worker=w.name, pid=w.pid, host=w.host, reason=why)
-        for task in reversed(list(w.inflight.values())):
-            self.losses[task.task_id] += 1
-            if self.losses[task.task_id] >= MAX_LOSSES_PER_TASK:
-                self.fail(
-                    RuntimeFailure(
-                        f"client {task.client_id} in round {task.round} lost its worker "
-                        f"{MAX_LOSSES_PER_TASK} times; last: {why}"
+        for unit in reversed(w.units):
+            lost = [t for t in unit if t.task_id in w.inflight and self._live(t)]
+            for task in lost:
+                self.losses[task.task_id] += 1
+                if self.losses[task.task_id] >= MAX_LOSSES_PER_TASK:
+                    self.fail(
+                        RuntimeFailure(
+                            f"client {task.client_id} in round {task.round} lost its worker "
+                            f"{MAX_LOSSES_PER_TASK} times; last: {why}"
+                        )
                     )
-                )
+                    break
+            if self.fatal is not None:
                 break
-            self._requeue(task, "worker_lost")
+            if lost:
+                self._requeue(unit, lost, "worker_lost")
         w.inflight.clear()
+        w.units.clear()
         self.dispatch()
         return w
 
@@ -352,10 +420,11 @@ class PoolExecutor(Executor):
         credit: int = 1,
         interval: float = 1.0,
         starve_wait: float = 60.0,
-        groups: bool = False,
+        group_size: int = 1,
     ):
         self.on_event = on_event
-        self.pool = WorkerPool(self._send, on_event, credit=credit, groups=groups)
+        self.group_size = max(1, int(group_size))
+        self.pool = WorkerPool(self._send, on_event, credit=credit, send_group=self._send_group)
         self.interval = interval
         self.starve_wait = starve_wait
         self._bg: list[asyncio.Task] = []
@@ -363,8 +432,15 @@ class PoolExecutor(Executor):
     def submit(self, task: P.Task) -> asyncio.Future:
         return self.pool.submit(task)
 
+    def submit_group(self, tasks: Sequence[P.Task]) -> list[asyncio.Future]:
+        return self.pool.submit_group(tasks)
+
     @abc.abstractmethod
     def _send(self, worker: Worker, task: P.Task) -> str | None: ...
+
+    @abc.abstractmethod
+    def _send_group(self, worker: Worker, tasks: tuple[P.Task, ...]) -> str | None:
+        """Send tasks that the worker trains together (one answer per task)."""
 
     def _tick(self) -> None:
         """Periodic transport work (liveness, heartbeats)."""

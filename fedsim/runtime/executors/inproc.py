@@ -29,9 +29,11 @@ class InprocExecutor(RouterExecutor):
         on_event: Callable[..., None] = lambda kind, **f: None,
         fault: Fault | None = None,
     ):
-        batch = int(runner.scenario.runtime.batch_clients)  # runtime.batch_clients: in groups
         super().__init__(
-            scenario_toml, on_event, starve_wait=math.inf, credit=batch, groups=batch > 1
+            scenario_toml,
+            on_event,
+            starve_wait=math.inf,
+            group_size=runner.scenario.runtime.batch_clients,
         )
         self.runner = runner
         self.fault = fault if fault is not None else fault_for(0)
@@ -41,13 +43,9 @@ class InprocExecutor(RouterExecutor):
         self._closing = False
 
     async def start(self) -> None:
-        router = self._open_router()
+        router = self._open_router_for_groups()
         self.dealer = self.ctx.socket(zmq.DEALER)
         transport.configure_socket(self.dealer)
-        # a whole group of tasks (runtime.batch_clients) is queued at once
-        hwm = max(transport.SNDHWM, 2 * self.pool.credit)
-        router.setsockopt(zmq.SNDHWM, hwm)
-        self.dealer.setsockopt(zmq.RCVHWM, hwm)
         router.bind(self.endpoint)
         self.dealer.connect(self.endpoint)
         self.actor = asyncio.ensure_future(serve(self.dealer, runner=self.runner, fault=self.fault))

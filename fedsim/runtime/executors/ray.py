@@ -8,7 +8,9 @@ worker does on SETUP) and builds its own `ClientRunner` with the same torch thre
 What crosses Ray is the runtime's wire format and nothing else of fedsim's: a task goes out
 as its envelope frame, its payload frames (the encoded model, put into Ray's object store
 once and shared by the tasks that carry it) and its state frames, all `bytes`; the actor
-answers with the frames `actor.answer_task` makes, as a list of `bytes`. The coordinator
+answers with the frames `actor.answer_task` makes, as a list of `bytes` (a group of tasks
+trained together, `runtime.batch_clients`, is one call, `run_group`, answered with one such
+list per task). The coordinator
 validates the answer exactly as for every executor (`validate_result`). Ray itself
 serialises arguments and return values with pickle between the nodes of a cluster: cluster
 nodes are trusted (Ray's own security model); fedsim adds no objects of its own to that
@@ -40,7 +42,13 @@ from typing import Any
 from fedsim.errors import RuntimeFailure
 from fedsim.runtime import protocol as P
 from fedsim.runtime.device import PINNED_ENV
-from fedsim.runtime.executors.actor import Fault, answer_task, build_runner, fault_for
+from fedsim.runtime.executors.actor import (
+    Fault,
+    answer_task,
+    answer_tasks,
+    build_runner,
+    fault_for,
+)
 from fedsim.runtime.executors.base import PoolExecutor, Worker
 
 DEFAULT_LOCAL_ACTORS = 2  # a local Ray instance (no address) gets this many CPUs by default
@@ -91,6 +99,18 @@ class ClientActor:
     def run(self, envelope: bytes, payload: list[bytes], state: list[bytes]) -> list[bytes]:
         frames = answer_task(self.runner, [envelope, *payload, *state], self.fault)
         return [bytes(f) for f in frames]
+
+    def run_group(
+        self, envelopes: list[bytes], states: list[list[bytes]], which: list[int], *payloads
+    ) -> list[list[bytes]]:
+        """Tasks trained together (`runtime.batch_clients`): task i is `envelopes[i]`, the
+        payload `payloads[which[i]]` (each distinct payload passed once, as a top-level
+        argument so Ray resolves it) and `states[i]`; one answer per task, in order."""
+        group = [
+            [env, *payloads[k], *st] for env, k, st in zip(envelopes, which, states, strict=True)
+        ]
+        outs = answer_tasks(self.runner, group, self.fault)
+        return [[bytes(f) for f in frames] for frames in outs]
 
 
 # ---- the local instance's watchdog -------------------------------------------------------
@@ -143,6 +163,7 @@ class RayExecutor(PoolExecutor):
             credit=CALLS_PER_ACTOR,
             interval=rt.heartbeat_interval,
             starve_wait=rt.worker_wait,
+            group_size=rt.batch_clients,
         )
         self.scenario = scenario
         self.scenario_toml = scenario_toml
@@ -325,6 +346,36 @@ class RayExecutor(PoolExecutor):
         self.calls[worker.key].add(fut)
         fut.add_done_callback(partial(self._on_answer, worker.key, task))
         return None
+
+    def _send_group(self, worker: Worker, tasks: tuple[P.Task, ...]) -> str | None:
+        refs: list[Any] = []
+        which = []
+        for task in tasks:
+            ref = self._payload_ref(task)
+            if not any(r is ref for r in refs):
+                refs.append(ref)
+            which.append(next(i for i, r in enumerate(refs) if r is ref))
+        envelopes, states = [], []
+        for task in tasks:
+            frames = P.task_frames(task)
+            envelopes.append(bytes(frames[0]))
+            states.append([bytes(f) for f in frames[1 + len(task.payload) :]])
+        ref = self.handles[worker.key].run_group.remote(envelopes, states, which, *refs)
+        fut = self._future(ref)
+        self.calls[worker.key].add(fut)
+        fut.add_done_callback(partial(self._on_group_answer, worker.key, tasks))
+        return None
+
+    def _on_group_answer(self, index: int, tasks: tuple[P.Task, ...], fut: Any) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._on_answer(index, tasks[0], fut)  # a lost actor loses the whole group
+            return
+        self.calls[index].discard(fut)
+        if self.closing:
+            return
+        outs = fut.result()
+        for i, task in enumerate(tasks):  # a missing answer is a malformed one
+            self.pool.answer(index, outs[i] if i < len(outs) else [], task)
 
     def _payload_ref(self, task: P.Task) -> Any:
         """An encoded model goes into the object store once, shared by the tasks carrying it."""

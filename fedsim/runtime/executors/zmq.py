@@ -3,7 +3,8 @@
 A worker connects a DEALER and says HELLO; the coordinator answers SETUP with the resolved
 scenario (TOML text, validated again by the worker — no pickle); the worker builds its
 ClientRunner and says READY; then TASK -> RESULT, one task at a time per worker
-(credit-based, so high-water marks stay small even with large messages). Both sides send
+(credit-based, so high-water marks stay small even with large messages), or with
+`runtime.batch_clients` = N one group of up to N tasks, trained together, one RESULT each. Both sides send
 HEARTBEATs; a worker that is silent for `worker_timeout` seconds, or whose local process
 has exited, is lost and its task re-run elsewhere (the `WorkerPool`'s rules). Events go to
 events.jsonl through `on_event`, never into the simulated network.
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from fedsim.errors import RuntimeFailure
 from fedsim.network import curve, transport
 from fedsim.runtime import protocol as P
 from fedsim.runtime.device import worker_env
-from fedsim.runtime.executors.actor import RUN_FOLDER_ENV
+from fedsim.runtime.executors.actor import GROUP_KEY, RUN_FOLDER_ENV
 from fedsim.runtime.executors.base import PoolExecutor, Worker
 
 
@@ -63,6 +65,21 @@ class RouterExecutor(PoolExecutor):
     def _send(self, worker: Worker, task: P.Task) -> str | None:
         self._send_to(worker.key, *P.task_frames(task))
         return None
+
+    def _send_group(self, worker: Worker, tasks: tuple[P.Task, ...]) -> str | None:
+        """The group's tasks back to back, each saying how many make the group: the actor
+        gathers them all and trains them together (`actor.serve`)."""
+        for task in tasks:
+            grouped = replace(task, meta={**task.meta, GROUP_KEY: len(tasks)})
+            self._send_to(worker.key, *P.task_frames(grouped))
+        return None
+
+    def _open_router_for_groups(self) -> zmq.asyncio.Socket:
+        """The ROUTER, with room for a whole group of tasks queued to one peer (set before
+        bind/connect: a pipe takes its high-water mark when it is made)."""
+        router = self._open_router()
+        router.setsockopt(zmq.SNDHWM, max(transport.SNDHWM, 2 * self.group_size + 2))
+        return router
 
     def _send_to(self, ident: bytes, *frames: Any) -> None:
         """A peer we cannot reach (gone since, or its queue full) is lost."""
@@ -155,6 +172,7 @@ class ZmqWorkerExecutor(RouterExecutor):
             # evaluating). Synchronous rounds end at a barrier, where a task committed early
             # to a worker could only finish later than on whichever worker frees up first.
             credit=ASYNC_CREDIT if scenario.server.mode == "async" else 1,
+            group_size=rt.batch_clients,
         )
         self.scenario = scenario
         self.spawn = rt.workers
@@ -171,7 +189,7 @@ class ZmqWorkerExecutor(RouterExecutor):
 
     # ---- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
-        router = self._open_router()
+        router = self._open_router_for_groups()
         self._folder = transport.run_folder()
         if self.keys_dir:
             self._start_curve(router)
