@@ -335,7 +335,7 @@ def oqfl_section(
     if "oqfl-4" in stats:
         d = stats["oqfl-4"]["diff"]
         verdict.append(
-            "**Claim (Kim & Hong): 4-bit OQFL is within 1 point of fp32 FedAvg.** "
+            "- **Claim (Kim & Hong): 4-bit OQFL is within 1 point of fp32 FedAvg.** "
             f"**{word(d)}** in the paper's `latent` wire mode: Δ = {ms(d)} points "
             f"(per seed {', '.join(f'{100 * x:+.1f}' for x in d)}), with "
             f"{100 * stats['oqfl-4']['frac']:.1f}% of the weights at 4 bits; its uplink is "
@@ -347,7 +347,7 @@ def oqfl_section(
         w = word(s["diff"])
         both = w if ratio >= 4 else ("holds partly" if w != "does not hold here" else w)
         verdict.append(
-            "**Target: 4-bit `int` wire within 1 point of fp32 FedAvg at ≥ 4× smaller uplink.** "
+            "- **Target: 4-bit `int` wire within 1 point of fp32 FedAvg at ≥ 4× smaller uplink.** "
             f"**{both}** with its defaults (`{INT}`: server latent, stochastic rounding on the "
             f"uplink): Δ = {ms(s['diff'])} points (per seed "
             f"{', '.join(f'{100 * x:+.1f}' for x in s['diff'])}), uplink {ratio:.1f}× smaller "
@@ -357,19 +357,19 @@ def oqfl_section(
         (
             "oqfl-4-int",
             "oqfl-4-int-nolatent",
-            "**Server fp32 latent vs projecting the average every round** (the first build's "
+            "- **Server fp32 latent vs projecting the average every round** (the first build's "
             "`int` mode): the latent gains {} points (paired by seed).",
         ),
         (
             "oqfl-4-int-stochastic",
             "oqfl-4-int",
-            "**Stochastic vs nearest rounding of the uplink codes** (both with the latent): "
+            "- **Stochastic vs nearest rounding of the uplink codes** (both with the latent): "
             "stochastic gains {} points (paired by seed); it is the default since this page.",
         ),
         (
             "oqfl-4-int-stochastic",
             "oqfl-4-int-nolatent",
-            "**The int wire's defaults against the first build**: {} points (paired by seed).",
+            "- **The int wire's defaults against the first build**: {} points (paired by seed).",
         ),
     )
     for better, worse, text in comparisons:
