@@ -335,7 +335,7 @@ def oqfl_section(
     if "oqfl-4" in stats:
         d = stats["oqfl-4"]["diff"]
         verdict.append(
-            "**Claim (Kim & Hong): 4-bit OQFL is within 1 point of fp32 FedAvg.** "
+            "- **Claim (Kim & Hong): 4-bit OQFL is within 1 point of fp32 FedAvg.** "
             f"**{word(d)}** in the paper's `latent` wire mode: Δ = {ms(d)} points "
             f"(per seed {', '.join(f'{100 * x:+.1f}' for x in d)}), with "
             f"{100 * stats['oqfl-4']['frac']:.1f}% of the weights at 4 bits; its uplink is "
@@ -347,7 +347,7 @@ def oqfl_section(
         w = word(s["diff"])
         both = w if ratio >= 4 else ("holds partly" if w != "does not hold here" else w)
         verdict.append(
-            "**Target: 4-bit `int` wire within 1 point of fp32 FedAvg at ≥ 4× smaller uplink.** "
+            "- **Target: 4-bit `int` wire within 1 point of fp32 FedAvg at ≥ 4× smaller uplink.** "
             f"**{both}** with its defaults (`{INT}`: server latent, stochastic rounding on the "
             f"uplink): Δ = {ms(s['diff'])} points (per seed "
             f"{', '.join(f'{100 * x:+.1f}' for x in s['diff'])}), uplink {ratio:.1f}× smaller "
@@ -357,19 +357,19 @@ def oqfl_section(
         (
             "oqfl-4-int",
             "oqfl-4-int-nolatent",
-            "**Server fp32 latent vs projecting the average every round** (the first build's "
+            "- **Server fp32 latent vs projecting the average every round** (the first build's "
             "`int` mode): the latent gains {} points (paired by seed).",
         ),
         (
             "oqfl-4-int-stochastic",
             "oqfl-4-int",
-            "**Stochastic vs nearest rounding of the uplink codes** (both with the latent): "
+            "- **Stochastic vs nearest rounding of the uplink codes** (both with the latent): "
             "stochastic gains {} points (paired by seed); it is the default since this page.",
         ),
         (
             "oqfl-4-int-stochastic",
             "oqfl-4-int-nolatent",
-            "**The int wire's defaults against the first build**: {} points (paired by seed).",
+            "- **The int wire's defaults against the first build**: {} points (paired by seed).",
         ),
     )
     for better, worse, text in comparisons:
@@ -458,10 +458,10 @@ NOTES = [
     "  one-point verdict rests on a noisy last point.",
     "- MQAT trains at b ∈ {4..8} and hetero at 4 or 8 bits: the W2/W3 columns lie outside",
     "  the bit-widths they trained for; KURE and QAT-2 are the variants that target 2 bits.",
-    "- The wall time above was measured while other sessions shared the 2 cores, so each",
-    "  process had a fraction of a core (by hand, not by this script: `uptime` showed a",
-    "  1-minute load average of 9 to 15 during the batch, and one FedAvg run of this setting",
-    "  took 17 s of wall time before it, against 84–132 s per FedAvg run inside it).",
+    "- The wall time above was measured while other sessions shared the 2 cores (load",
+    "  average on the timing line), so each process had a fraction of a core. An earlier",
+    "  batch of the same 36 runs by this script, under heavier load (1-minute load average",
+    "  9 to 15 by `uptime`), took 44.3 min and gave the same model hash in all 36 runs.",
     "- PTQ is min-max (no clipping search, no bias correction, no AdaRound): stronger PTQ",
     "  would shrink FedAvg's loss at 2 bits and with it the robust variants' advantage.",
     "- OQFL `int` sends b-bit codes both ways (the downlink per tensor since this build:",
