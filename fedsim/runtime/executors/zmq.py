@@ -278,6 +278,12 @@ class ZmqWorkerExecutor(RouterExecutor):
             self.router.disable_monitor()  # before its monitor socket closes
         await self._stop_background()
         self._shutdown_workers()
+        # A local worker still training (FedBuff's clients in flight when the run ended) would
+        # read SHUTDOWN only after its tasks: nothing it computes is used now, so stop it.
+        busy = {w.pid for w in self.pool.workers.values() if w.inflight}
+        for proc in self.procs:
+            if proc.pid in busy and proc.poll() is None:
+                proc.terminate()
         deadline = time.monotonic() + 5
         for proc in self.procs:
             try:
