@@ -267,6 +267,12 @@ def run(quick: bool = False, repeats: int = REPEATS, python: str | None = None) 
         for k, v in runs.items()
     }
     fed_acc, fl_acc = runs["fedsim"][0]["accuracy"], runs["flower"][0]["accuracy"]
+    if not quick and fl_acc and max(fl_acc) < 0.5:  # ten classes: chance is 0.1
+        raise SystemExit(
+            f"bench_flower: Flower never learned (best accuracy {max(fl_acc):.3f}): its clients "
+            "failed (run `bench_flower.py --child flower --quick` with its interpreter to see "
+            "why; e.g. its environment imports another fedsim checkout); no figure written"
+        )
     gap = max((abs(a - b) for a, b in zip(fed_acc, fl_acc, strict=False)), default=None)
     return {
         FIGURE: {
