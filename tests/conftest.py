@@ -16,3 +16,30 @@ def scenario_file(tmp_path):
         return p
 
     return write
+
+
+class Crash(Exception):
+    """Raised in place of a process kill, right after a checkpoint was written."""
+
+
+@pytest.fixture
+def crash_and_resume(monkeypatch):
+    """Run `scenario` into `out`, stop it right after the round-`after` checkpoint, then
+    resume it there; returns the resumed run's summary."""
+    from fedsim.runtime import coordinator as coord
+
+    def run(scenario, out, after: int = 2) -> dict:
+        real = coord.Coordinator._maybe_checkpoint
+
+        async def crash_after(self, *args, **kwargs):
+            await real(self, *args, **kwargs)
+            if self.state.round == after:
+                raise Crash
+
+        monkeypatch.setattr(coord.Coordinator, "_maybe_checkpoint", crash_after)
+        with pytest.raises(Crash):
+            coord.Coordinator(scenario, out).run()
+        monkeypatch.setattr(coord.Coordinator, "_maybe_checkpoint", real)
+        return coord.Coordinator(scenario, out, resume=True).run()
+
+    return run

@@ -114,26 +114,11 @@ def test_unknown_loss_source_is_refused():
     assert "loss_source" in f"{e.value.field} {e.value.message}"
 
 
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("source", ["global", "clients"])
-def test_resume_gives_the_same_model(tmp_path, monkeypatch, source):
+def test_resume_gives_the_same_model(tmp_path, crash_and_resume, source):
     sc = scenario(loss_source=source)
     coord.Coordinator(sc, tmp_path / "fresh").run()
-    real = coord.Coordinator._maybe_checkpoint
-
-    async def crash_after_two(self, *args, **kwargs):
-        await real(self, *args, **kwargs)
-        if self.state.round == 2:
-            raise Crash
-
-    monkeypatch.setattr(coord.Coordinator, "_maybe_checkpoint", crash_after_two)
-    with pytest.raises(Crash):
-        coord.Coordinator(sc, tmp_path / "resumed").run()
-    monkeypatch.setattr(coord.Coordinator, "_maybe_checkpoint", real)
-    coord.Coordinator(sc, tmp_path / "resumed", resume=True).run()
+    crash_and_resume(sc, tmp_path / "resumed")
     fresh, resumed = (
         json.loads((tmp_path / d / "summary.json").read_text()) for d in ("fresh", "resumed")
     )

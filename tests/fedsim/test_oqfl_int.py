@@ -105,28 +105,13 @@ TINY = {
 }
 
 
-def test_int_wire_resumed_run_has_the_fresh_hash(tmp_path, monkeypatch):
+def test_int_wire_resumed_run_has_the_fresh_hash(tmp_path, crash_and_resume):
     from fedsim.runtime import coordinator as coord
     from fedsim.scenario.load import validate_doc
 
     sc = validate_doc(json.loads(json.dumps(TINY)))
     fresh = coord.Coordinator(sc, tmp_path / "fresh").run()
-
-    class Crash(Exception):
-        pass
-
-    real = coord.Coordinator._maybe_checkpoint
-
-    async def crash_after_two(self, *args, **kwargs):
-        await real(self, *args, **kwargs)
-        if self.state.round == 2:
-            raise Crash
-
-    monkeypatch.setattr(coord.Coordinator, "_maybe_checkpoint", crash_after_two)
-    with pytest.raises(Crash):
-        coord.Coordinator(sc, tmp_path / "resumed").run()
-    monkeypatch.setattr(coord.Coordinator, "_maybe_checkpoint", real)
-    resumed = coord.Coordinator(sc, tmp_path / "resumed", resume=True).run()
+    resumed = crash_and_resume(sc, tmp_path / "resumed")
     assert resumed["resumed"] is True
     assert resumed["model_sha256"] == fresh["model_sha256"]
     rows = [json.loads(x) for x in (tmp_path / "fresh/metrics.jsonl").read_text().splitlines()]
