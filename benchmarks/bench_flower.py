@@ -308,25 +308,26 @@ def _describe(raw: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 rounds of 3 steps, one repeat")
-    ap.add_argument("--repeats", type=int, default=REPEATS, help="runs of each kind (median)")
-    ap.add_argument("--flower-python", metavar="PATH", help="the interpreter that has flwr")
-    ap.add_argument("--json", metavar="PATH", help="also write the figure as JSON")
-    ap.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, args.quick)))
-        return 0
-    res = run(args.quick, args.repeats, args.flower_python)
-    fig = res[FIGURE]
-    if fig.get("skipped"):
-        print(f"{FIGURE}: skipped: {fig['skipped']}")
-    else:
-        print(f"{FIGURE}: {fig['value']:.3f} (target {fig['target']})  {_describe(fig['raw'])}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
-    return 0
+    from run import standalone
+
+    opts: dict = {}
+
+    def extra(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--repeats", type=int, default=REPEATS, help="runs of each kind (median)")
+        ap.add_argument("--flower-python", metavar="PATH", help="the interpreter that has flwr")
+        ap.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+
+    def hidden(args: argparse.Namespace) -> int | None:
+        if args.child:  # one measured process of the side-by-side run
+            print(json.dumps(child(args.child, args.quick)))
+            return 0
+        opts.update(repeats=args.repeats, python=args.flower_python)
+        return None
+
+    def measure(quick: bool) -> dict[str, dict]:
+        return run(quick, opts["repeats"], opts["python"])
+
+    return standalone(__doc__, measure, _describe, argv, hidden, extra)
 
 
 if __name__ == "__main__":
