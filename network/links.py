@@ -26,8 +26,38 @@ from heapq import heappop, heappush
 from typing import Any, Protocol
 
 import simpy
+from simpy.events import NORMAL as _NORMAL
 
 from .maxmin import mathis_rate
+
+
+class _Call:
+    """A simpy-compatible event that is only ever scheduled and run: one callback, a value.
+
+    ``simpy.Environment.step`` needs ``callbacks``, ``_ok`` and ``_value`` of what it pops;
+    this has just those, so scheduling costs one small object and one heap push instead of
+    a ``Timeout`` (argument checks, an environment reference, a method call to schedule).
+    """
+
+    __slots__ = ("callbacks", "_value", "_ok")
+
+    def __init__(self, callback: Callable[[Any], Any], value: Any):
+        self.callbacks = [callback]
+        self._value = value
+        self._ok = True
+
+
+def call_later(
+    env: simpy.Environment, delay: float, callback: Callable[[Any], Any], value: Any = None
+) -> None:
+    """Run ``callback(event)`` (``event._value`` is ``value``) ``delay`` seconds from now.
+
+    Ordered exactly as ``env.timeout(delay, value).callbacks.append(callback)`` would be:
+    the same (time, priority, sequence number) key in simpy's own event queue.
+    """
+    if delay < 0:
+        raise ValueError(f"negative delay {delay}")
+    heappush(env._queue, (env._now + delay, _NORMAL, next(env._eid), _Call(callback, value)))
 
 __all__ = [
     "UP",
@@ -210,7 +240,7 @@ class SharedLink:
         # than the wake-up already armed.
         if t_fin < self._wake_at:
             self._wake_at = t_fin
-            self.env.timeout(t_fin - now).callbacks.append(self._wake)
+            call_later(self.env, t_fin - now, self._wake)
 
     def cancel(self, msg: Message) -> None:
         """Take a message off its connection; its unsent bytes free their share at once."""
@@ -340,7 +370,7 @@ class SharedLink:
             # An earlier wake-up already pending stays valid: it finds nothing and re-arms.
             self._wake_at = t
             delay = t - now
-            self.env.timeout(delay if delay > 0.0 else 0.0).callbacks.append(self._wake)
+            call_later(self.env, delay if delay > 0.0 else 0.0, self._wake)
 
     def _wake(self, _event) -> None:
         now = self.env._now
@@ -472,7 +502,7 @@ class StarNetwork:
         *,
         seed: int = 0,
         stream: int = 0,
-        pool: dict | None = None,
+        pool: list | None = None,
     ):
         self.env = env
         self.paths = paths
@@ -484,9 +514,11 @@ class StarNetwork:
         self.seed = seed
         self.stream = stream
         self.events = 0  # model events: sends, transmissions, deliveries
-        # Connections, reused across rounds when the caller lends a pool (see ``close``).
-        self._conns: dict[int, _Conn] = {} if pool is None else pool
-        self._touched: dict[int, _Conn] = {}  # connections sent on (reset by ``close``)
+        # This network's connections by ``2 * device + direction``. Spare connection
+        # objects come from (and go back to, in ``close``) a free list the caller may lend,
+        # so successive rounds reuse objects and nothing grows with the population.
+        self._conns: dict[int, _Conn] = {}
+        self._spare: list[_Conn] | None = pool
         self._hash_base = _mix(_mix(seed & _M64) ^ (stream & _M64))
         self._delay = paths.delay  # latency + per-message overhead
         self._jitter = paths.jitter
@@ -498,7 +530,14 @@ class StarNetwork:
             caps = self.paths.caps[direction]
             if not 0 <= device < len(caps):
                 raise IndexError(f"no device {device} (population of {len(caps)})")
-            conn = self._conns[order] = _Conn(order, caps[device])
+            spare = self._spare
+            if spare:
+                conn = spare.pop()
+                conn.order = order
+                conn.cap = caps[device]
+            else:
+                conn = _Conn(order, caps[device])
+            self._conns[order] = conn
         return conn
 
     def send(
@@ -517,7 +556,6 @@ class StarNetwork:
         conn = self._conns.get(order)
         if conn is None:
             conn = self.connection(device, direction)
-        self._touched[order] = conn
         self.links[direction].send(conn, msg)
         return msg
 
@@ -530,17 +568,19 @@ class StarNetwork:
 
     def close(self) -> None:
         """Drop all state (and the reference cycles through it); the network is unusable after.
-        Only the connections this network sent on are reset: a pool lent by the caller holds
-        every device ever used, and a round must not cost work in proportion to that."""
-        for conn in self._touched.values():
-            if conn.n_sent or conn.queue:
-                for msg in conn.queue:
-                    msg._conn = None
-                conn.queue.clear()
-                conn.active = False
-                conn.n_sent = 0
-                conn.last_delivery = -math.inf
-        self._touched.clear()
+        Its connections are reset and handed to the lent free list, if any."""
+        spare = self._spare
+        for conn in self._conns.values():
+            for msg in conn.queue:
+                msg._conn = None
+            conn.queue.clear()
+            conn.active = False
+            conn.capped = False
+            conn.n_sent = 0
+            conn.last_delivery = -math.inf
+        if spare is not None:
+            spare.extend(self._conns.values())
+        self._conns.clear()
         for link in self.links:
             link.on_transmitted = None
             link._below.clear()
@@ -572,7 +612,7 @@ class StarNetwork:
             t = conn.last_delivery  # in order on the connection
         conn.last_delivery = t
         msg.t_delivered = t
-        self.env.timeout(t - now, msg).callbacks.append(self._deliver)
+        call_later(self.env, t - now, self._deliver, msg)
 
     def _deliver(self, event) -> None:
         msg = event._value

@@ -34,6 +34,7 @@ from .links import (
     DevicePaths,
     Message,
     StarNetwork,
+    call_later,
 )
 from .selection import candidates, sample_online
 
@@ -170,14 +171,14 @@ class _Trips(abc.ABC):
                 return
             t_off = avail.next_offline(trip.cid, now)
             if t_off < _INF:
-                self.env.timeout(t_off - now, trip).callbacks.append(self._offline)
+                call_later(self.env, t_off - now, self._offline, trip)
         trip.t_down_start = now
         trip.msg = self.net.send(trip.cid, DOWN, trip.down_bytes, self._downloaded, trip)
 
     def _downloaded(self, msg: Message) -> None:
         trip = msg.tag
         trip.t_down_end = self.env._now
-        self.env.timeout(trip.compute_s, trip).callbacks.append(self._computed)
+        call_later(self.env, trip.compute_s, self._computed, trip)
 
     def _computed(self, event) -> None:
         trip = event._value
@@ -486,7 +487,7 @@ class NetworkModel:
             message_overhead_s=message_overhead_s,
         )
         self.events = 0  # model events simulated so far (sends, transmissions, deliveries, ...)
-        self._conn_pool: dict = {}  # connection objects reused by successive sync rounds
+        self._conn_pool: list = []  # spare connection objects, reused by successive sync rounds
         self._pool: Sequence[int] | None = None  # devices that can be online (selection)
 
     def online_clients(self, t: float) -> list[int]:

@@ -305,17 +305,26 @@ def test_unit_hash_is_uniform_enough():
     assert abs(u.mean() - 0.5) < 0.01
 
 
-def test_closing_a_round_touches_only_its_own_connections():
-    # a pool lent across rounds holds every device ever used (100,000 in a population run);
-    # closing a round must not walk it: these stand-ins fail if anything reads them
-    env = simpy.Environment()
-    paths = DevicePaths([dev() for _ in range(4)])
-    pool = {2 * d + k: object() for d in range(4, 50_000) for k in (0, 1)}
-    net = StarNetwork(env, paths, 8e6, 8e6, pool=pool)
-    got = []
-    for d in range(4):
-        net.send(d, UP, 1000, lambda m: got.append(m.device))
-    env.run()
-    net.close()
-    assert sorted(got) == [0, 1, 2, 3]
-    assert all(pool[2 * d + UP].n_sent == 0 for d in range(4))  # reset for the next round
+def test_rounds_reuse_connection_objects_through_the_lent_free_list():
+    # a population run draws new devices every round: connection objects must be recycled
+    # through the free list, never kept per device (nothing may grow with the population)
+    paths = DevicePaths([dev() for _ in range(1000)])
+    spare: list = []
+    seen: set[int] = set()
+    times = []
+    for r, devices in enumerate([range(0, 4), range(500, 504), range(996, 1000)]):
+        env = simpy.Environment()
+        net = StarNetwork(env, paths, 8e6, 8e6, pool=spare)
+        got = []
+        for d in devices:
+            net.send(d, UP, 1000, lambda m: got.append((m.device, m.t_delivered)))
+            net.send(d, DOWN, 500)
+        env.run()
+        seen |= {id(c) for c in net._conns.values()}
+        net.close()
+        assert sorted(d for d, _ in got) == list(devices)
+        times.append([t for _, t in sorted(got)])
+        assert len(spare) == 8  # this round's 4 devices x 2 directions, handed back
+        assert all(c.n_sent == 0 and not c.queue and not c.active for c in spare)
+    assert len(seen) == 8  # rounds 2 and 3 made no new connection objects
+    assert times[0] == times[1] == times[2]  # identical devices, identical (reset) state
