@@ -244,6 +244,7 @@ def load(path: Path, scen_hash: str) -> tuple[RunState, dict, Mapping[int, dict]
     )
     global_state: dict[str, np.ndarray] = {}
     extra: dict[str, np.ndarray] = {}
+    inline: dict[int, dict[str, np.ndarray]] = {}  # client states inside the checkpoint
     index = np.zeros((0, 3), dtype=np.int64)
     for rec in msg.tensors:
         arr = np.asarray(rec.buffers[0]).reshape(rec.shape).copy()
@@ -252,8 +253,14 @@ def load(path: Path, scen_hash: str) -> tuple[RunState, dict, Mapping[int, dict]
             global_state[rest] = arr
         elif rec.name == _INDEX:
             index = arr.reshape(-1, 3)
+        elif kind == "client" and "clients" not in m:
+            # written before client states moved to the .clients file: "client/<id>/<key>"
+            cid, _, key = rest.partition("/")
+            inline.setdefault(int(cid), {})[key] = arr
         else:
             extra[rec.name] = arr
+    if "clients" not in m:
+        return state, global_state, inline, extra
     info = m["clients"]
     clients_path = path.parent / info["file"]
     if len(index):

@@ -98,3 +98,26 @@ def test_old_checkpoints_take_their_client_files_with_them(tmp_path):
         "round-000004.ckpt",
         "round-000004.clients",
     ]
+
+
+def test_a_checkpoint_with_client_states_inside_still_loads(tmp_path):
+    # checkpoints written before client states moved to the .clients file kept them as
+    # "client/<id>/<key>" tensors in the checkpoint itself, with no "clients" entry
+    from fedsim.codecs.wire import from_blob, pack_message, to_blob, unpack_message
+
+    d = tmp_path / "checkpoints"
+    path = _save(d, 3)
+    msg = unpack_message(from_blob(path.read_bytes()))
+    meta = {k: v for k, v in msg.meta.items() if k != "clients"}
+    records = [ckpt._rec(r.name, np.asarray(r.buffers[0]).reshape(r.shape)) for r in msg.tensors]
+    records = [r for r in records if r.name != "index/clients"]
+    records.append(ckpt._rec("client/0/residual", np.arange(4, dtype=np.float32) * 3))
+    records.append(ckpt._rec("client/7/residual", np.ones(2, np.float32)))
+    path.write_bytes(to_blob(pack_message("checkpoint", meta, records)))
+    path.with_suffix(".clients").unlink()
+    state, glob, clients, extra = ckpt.load(path, HASH)
+    assert state.round == 3 and extra == {}
+    assert np.array_equal(glob["w"], np.full((3, 2), 3, np.float32))
+    assert sorted(clients) == [0, 7]
+    assert np.array_equal(clients[0]["residual"], np.arange(4, dtype=np.float32) * 3)
+    assert np.array_equal(clients[7]["residual"], np.ones(2, np.float32))

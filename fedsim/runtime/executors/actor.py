@@ -105,6 +105,12 @@ def build_runner(scenario_toml: str, threads: int) -> ClientRunner:
     from fedsim.scenario import validate_doc
 
     torch.set_num_threads(threads)
+    if not os.environ.get("FEDSIM_CODEC_THREADS"):
+        # A worker's codec work shares its torch thread budget, never the whole machine:
+        # the other workers are training meanwhile (the result is bit-identical either way).
+        from fedsim.codecs import parallel
+
+        parallel.set_threads(threads)
     return ClientRunner(validate_doc(tomllib.loads(scenario_toml)))
 
 
