@@ -328,3 +328,34 @@ def test_rounds_reuse_connection_objects_through_the_lent_free_list():
         assert all(c.n_sent == 0 and not c.queue and not c.active for c in spare)
     assert len(seen) == 8  # rounds 2 and 3 made no new connection objects
     assert times[0] == times[1] == times[2]  # identical devices, identical (reset) state
+
+
+def test_call_later_runs_in_the_order_env_timeout_would():
+    # call_later shares simpy's queue and key (time, priority, sequence): mixed with
+    # timeouts and processes, equal times run first-scheduled-first, and values arrive
+    from fedsim.network.links import call_later
+
+    env = simpy.Environment()
+    order = []
+    call_later(env, 2.0, lambda ev: order.append(("a", env.now, ev._value)), "va")
+    env.timeout(1.0).callbacks.append(lambda ev: order.append(("t", env.now, None)))
+    call_later(env, 1.0, lambda ev: order.append(("b", env.now, ev._value)), "vb")
+    env.timeout(2.0).callbacks.append(lambda ev: order.append(("u", env.now, None)))
+    call_later(env, 0.0, lambda ev: order.append(("c", env.now, ev._value)))
+
+    def proc():
+        yield env.timeout(1.0)
+        order.append(("p", env.now, None))
+
+    env.process(proc())
+    env.run()
+    assert order == [
+        ("c", 0.0, None),
+        ("t", 1.0, None),
+        ("b", 1.0, "vb"),
+        ("p", 1.0, None),
+        ("a", 2.0, "va"),
+        ("u", 2.0, None),
+    ]
+    with pytest.raises(ValueError, match="negative delay"):
+        call_later(env, -1.0, print)
