@@ -19,6 +19,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -75,16 +76,25 @@ def run_side_by_side(
     SystemExit naming its job (those already running finish; those not started never start).
     """
     env = {**os.environ, **ONE_THREAD}
+    failed = threading.Event()
+    printing = threading.Lock()  # one line at a time from the jobs' threads
 
-    def one(name: str, cmd: list[str]) -> float:
-        print("+", " ".join(cmd[1:]), flush=True)
+    def say(line: str) -> None:
+        with printing:
+            print(line, flush=True)
+
+    def one(name: str, cmd: list[str]) -> float | None:
+        if failed.is_set():  # a job before this one failed: the call is ending
+            return None
+        say("+ " + " ".join(cmd[1:]))
         t0 = time.perf_counter()
         out = subprocess.DEVNULL if quiet else None
         code = subprocess.run(cmd, cwd=cwd, env=env, stdout=out).returncode
         if code != 0:
+            failed.set()
             raise SystemExit(f"{name}: `{' '.join(cmd[1:])}` exited with {code}")
         took = time.perf_counter() - t0
-        print(f"  {name}: {took:.0f} s", flush=True)
+        say(f"  {name}: {took:.0f} s")
         return took
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -92,7 +102,7 @@ def run_side_by_side(
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
         futures = {name: pool.submit(one, name, cmd) for name, cmd in commands.items()}
-        wall = {name: f.result() for name, f in futures.items()}
+        wall = {name: float(f.result()) for name, f in futures.items()}
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     total = time.perf_counter() - t0
