@@ -30,18 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import resultslib
 import tomllib
-from resultslib import (
-    fedsim_run,
-    finished,
-    mean_std,
-    pm,
-    pyplot,
-    read_json,
-    run_side_by_side,
-    variant_seed_dirs,
-    verdict,
-)
+from resultslib import mean_std, pm, pyplot, save_figure, verdict
 
 from fedsim.runtime.jsonl import read_jsonl
 
@@ -151,13 +142,15 @@ def layers_of(model: str, n: int, norm: str, shape=(3, 32, 32), width: int = 16)
 
 # ---- training runs ----------------------------------------------------------------------
 def train_dirs(runs: Path, variant: str) -> list[Path]:
-    return variant_seed_dirs(runs / "train" / variant, variant, SEEDS)
+    return resultslib.variant_seed_dirs(runs / "train" / variant, variant, SEEDS)
 
 
 def run_training(runs: Path, rerun: bool, jobs: int) -> dict:
-    todo = [v for v in VARIANTS if rerun or not finished(train_dirs(runs, v))]
-    commands = {v: fedsim_run(SCENARIO, v, SEEDS, runs / "train" / v, "--summary") for v in todo}
-    ran = run_side_by_side(commands, jobs, ROOT)
+    todo = [v for v in VARIANTS if rerun or not resultslib.finished(train_dirs(runs, v))]
+    commands = {
+        v: resultslib.fedsim_run(SCENARIO, v, SEEDS, runs / "train" / v, "--summary") for v in todo
+    }
+    ran = resultslib.run_side_by_side(commands, jobs, ROOT)
     return {
         "variants": todo,
         "jobs": jobs,
@@ -232,10 +225,9 @@ def num(b: float) -> str:
 
 # ---- plots ------------------------------------------------------------------------------
 def plots(depth: dict, train: dict, img: Path) -> list[str]:
-    plt = pyplot()
+    plt = pyplot(img)
     if plt is None:
         return []
-    img.mkdir(parents=True, exist_ok=True)
     made = []
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for norm, marker in zip(NORMS, "os", strict=True):
@@ -248,9 +240,7 @@ def plots(depth: dict, train: dict, img: Path) -> list[str]:
     ax.set_xticks([6 * n + 2 for n in DEPTHS])
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(img / "ode_bytes.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, img / "ode_bytes.png", 110)
     made.append("ode_bytes.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -264,9 +254,7 @@ def plots(depth: dict, train: dict, img: Path) -> list[str]:
     ax.set_ylabel("test accuracy (%), mean ± std, 3 seeds")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(img / "ode_accuracy.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, img / "ode_accuracy.png", 110)
     made.append("ode_accuracy.png")
     return made
 
@@ -329,7 +317,7 @@ def write_page(runs: Path, out: Path) -> str:
         for norm in NORMS
     }
     train = {v: s for v in VARIANTS if (s := load_variant(runs, v)) is not None}
-    timing = read_json(runs / "timing.json")
+    timing = resultslib.read_json(runs / "timing.json")
     images = plots(depth, train, ROOT / IMG)
 
     L: list[str] = []

@@ -23,16 +23,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from resultslib import (
-    fedsim_run,
-    finished,
-    pm,
-    pyplot,
-    read_json,
-    run_side_by_side,
-    variant_seed_dirs,
-    verdict,
-)
+import resultslib
+from resultslib import pm, pyplot, save_figure, verdict
 
 from fedsim.runtime.jsonl import read_jsonl
 
@@ -69,11 +61,11 @@ def run_dir(sc: str, variant: str) -> Path:
 
 
 def seed_dirs(sc: str, variant: str) -> list[Path]:
-    return variant_seed_dirs(run_dir(sc, variant), variant, SEEDS)
+    return resultslib.variant_seed_dirs(run_dir(sc, variant), variant, SEEDS)
 
 
 def complete(sc: str, variant: str) -> bool:
-    return finished(seed_dirs(sc, variant))
+    return resultslib.finished(seed_dirs(sc, variant))
 
 
 SETS: list[str] = []  # --set overrides passed to every run (smoke tests: rounds=2)
@@ -85,11 +77,11 @@ def run_all(rerun: bool, jobs: int) -> dict | None:
         return None
     sets = [a for s in SETS for a in ("--set", s)]
     commands = {
-        f"{sc}/{v}": fedsim_run(f"scenarios/{sc}.toml", v, SEEDS, run_dir(sc, v), *sets)
+        f"{sc}/{v}": resultslib.fedsim_run(f"scenarios/{sc}.toml", v, SEEDS, run_dir(sc, v), *sets)
         for sc, v in todo
     }
     load0 = os.getloadavg()[0]
-    ran = run_side_by_side(commands, jobs, ROOT, quiet=True)
+    ran = resultslib.run_side_by_side(commands, jobs, ROOT, quiet=True)
     timing = {
         "wall_s": ran.total_s,
         "jobs": jobs,
@@ -371,10 +363,9 @@ def oqfl_section(
 
 
 def plot(runs: dict[str, list[dict]], fedavg: list[dict] | None) -> list[str]:
-    plt = pyplot()
+    plt = pyplot(IMG)
     if plt is None:
         return []
-    IMG.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     series = ({"fedavg (fp32)": fedavg} if fedavg else {}) | runs
     for name, rs in series.items():
@@ -396,14 +387,12 @@ def plot(runs: dict[str, list[dict]], fedavg: list[dict] | None) -> list[str]:
     )
     ax.set_ylim(0.8, 1.0)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / "quant_oqfl_accuracy.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, IMG / "quant_oqfl_accuracy.png", 110)
     return ["![OQFL accuracy per round, mean ± std](img/quant_oqfl_accuracy.png)", ""]
 
 
 def timing_line() -> list[str]:
-    t = read_json(TIMING)
+    t = resultslib.read_json(TIMING)
     if t is None:
         return ["Wall time: not measured (the runs were not made by this script)."]
     scope = "all" if t.get("all") else "the missing"

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from resultslib import finished, pm, pyplot, run_side_by_side, verdict
+import resultslib
+from resultslib import pm, pyplot, save_figure, verdict
 
 from fedsim.runtime.jsonl import read_jsonl
 
@@ -80,7 +81,7 @@ def run_all(names: list[str], rerun: bool, jobs: int) -> float:
         for s in SEEDS
         if rerun or not done(n, s)
     }
-    return run_side_by_side(commands, jobs, ROOT).total_s
+    return resultslib.run_side_by_side(commands, jobs, ROOT).total_s
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def load_all(names: list[str]) -> tuple[dict[str, list[dict]], int]:
 
 
 def done(name: str, seed: int) -> bool:
-    return finished([run_dir(name, seed)])
+    return resultslib.finished([run_dir(name, seed)])
 
 
 def ms(xs: list[float], digits: int = 1) -> str:
@@ -254,6 +255,13 @@ def write_page(names: list[str], wall: float | None) -> str:
 
     def vshare(n: str) -> list[float]:
         return [100 * (r["values_up"] + r["values_down"]) / dense_values for r in runs[n]]
+
+    def versus(f: str, t: str) -> tuple[float, float, list[float], bool]:
+        """FedDIP f against top-k t: mean accuracies, paired differences, "at most 1 point
+        below" on the means."""
+        fa, ta = mean([r["acc"] for r in runs[f]]), mean([r["acc"] for r in runs[t]])
+        diff = [a["acc"] - b["acc"] for a, b in zip(runs[f], runs[t], strict=False)]
+        return fa, ta, diff, fa >= ta - 1.0
 
     L: list[str] = []
     L.append("# Sparsity: FedDIP against dense FedAvg and top-k with error feedback\n")
@@ -363,10 +371,8 @@ def write_page(names: list[str], wall: float | None) -> str:
         f, t = f"feddip_{lv}", f"topk_ef_{lv}"
         if f not in runs or t not in runs:
             continue
-        fa, ta = mean([r["acc"] for r in runs[f]]), mean([r["acc"] for r in runs[t]])
+        fa, ta, diff, ok = versus(f, t)
         fs, ts = mean(share(f)), mean(share(t))
-        diff = [a["acc"] - b["acc"] for a, b in zip(runs[f], runs[t], strict=False)]
-        ok = fa >= ta - 1.0
         L.append(
             f"- s_p = {lv}: **{verdict(ok)}** — FedDIP {fa:.1f}% "
             f"at {fs:.1f}% of dense bytes, top-k+EF {ta:.1f}% at {ts:.1f}% (FedDIP − top-k: "
@@ -389,9 +395,7 @@ def write_page(names: list[str], wall: float | None) -> str:
         if f not in runs or not topks:
             continue
         t = min(topks, key=lambda n: abs(mean(share(n)) - mean(share(f))))
-        fa, ta = mean([r["acc"] for r in runs[f]]), mean([r["acc"] for r in runs[t]])
-        diff = [a["acc"] - b["acc"] for a, b in zip(runs[f], runs[t], strict=False)]
-        ok = fa >= ta - 1.0
+        fa, ta, diff, ok = versus(f, t)
         L.append(
             f"- `{f}` ({mean(share(f)):.1f}% of dense) against `{t}` ({mean(share(t)):.1f}%): "
             f"**{verdict(ok)}** — {fa:.1f}% vs {ta:.1f}% "
@@ -513,10 +517,9 @@ def down_kinds(row: dict, names: list[str]) -> tuple:
 
 
 def plots(runs: dict[str, list[dict]], order: list[str]) -> list[str]:
-    plt = pyplot()
+    plt = pyplot(IMG)
     if plt is None:
         return []
-    IMG.mkdir(parents=True, exist_ok=True)
     made = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for n in order:
@@ -526,9 +529,7 @@ def plots(runs: dict[str, list[dict]], order: list[str]) -> list[str]:
     ax.set_xlabel("round")
     ax.set_ylabel("global sparsity of prunable weights (seed 0)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / "sparsity_schedule.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, IMG / "sparsity_schedule.png", 110)
     made.append("img/sparsity_schedule.png")
     fig, ax = plt.subplots(figsize=(7, 4))
     for n in order:
@@ -552,9 +553,7 @@ def plots(runs: dict[str, list[dict]], order: list[str]) -> list[str]:
     ax.set_xlabel("cumulative wire bytes, up + down (MB, log; mean over seeds)")
     ax.set_ylabel("test accuracy (%; mean, min–max band)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / "sparsity_accuracy_bytes.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, IMG / "sparsity_accuracy_bytes.png", 110)
     made.append("img/sparsity_accuracy_bytes.png")
     return made
 

@@ -134,8 +134,9 @@ def verdict(holds: bool, partly: bool = False) -> str:
     return "holds" if holds else ("holds partly" if partly else "does not hold here")
 
 
-def pyplot() -> ModuleType | None:
-    """matplotlib.pyplot drawing to files only (the Agg backend); None without matplotlib."""
+def pyplot(folder: Path) -> ModuleType | None:
+    """matplotlib.pyplot drawing to files only (the Agg backend), with `folder`, where the
+    figures go, created; None without matplotlib."""
     try:
         import matplotlib
 
@@ -143,4 +144,14 @@ def pyplot() -> ModuleType | None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a dependency of fedsim
         return None
+    folder.mkdir(parents=True, exist_ok=True)
     return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int) -> None:
+    """Lay the figure out tightly, write it to `path` at `dpi` and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

@@ -105,3 +105,13 @@ def test_run_side_by_side_stops_at_a_failure(tmp_path):
 def test_run_side_by_side_with_nothing_to_run(tmp_path):
     ran = lib.run_side_by_side({}, jobs=2, cwd=tmp_path)
     assert ran.wall_s == {} and ran.total_s >= 0 and ran.cpu_s == 0
+
+
+def test_pyplot_makes_the_folder_and_save_figure_writes_and_frees(tmp_path):
+    plt = lib.pyplot(tmp_path / "img")
+    assert (tmp_path / "img").is_dir()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    lib.save_figure(fig, tmp_path / "img" / "a.png", 50)
+    assert (tmp_path / "img" / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig.number not in plt.get_fignums()  # closed
