@@ -6,7 +6,8 @@ one torch thread each, and keep what that cost (wall time per variant and in all
 children's CPU time) in a JSON file beside the runs, each in its own format; `run_side_by_side`
 does the running and the measuring. The formatters are the ones the pages spell the same way:
 mean ± std over the seeds (population std, ddof = 0, as `fedsim compare`) and the three words
-a claim gets ("holds", "holds partly", "does not hold here").
+a claim gets ("holds", "holds partly", "does not hold here"); figures go through `pyplot`
+(Agg, the image folder created) and `save_figure`.
 
 The scripts import this module as `resultslib` (their own folder is on sys.path when they
 run as `python scripts/results_x.py`).
