@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+import resultslib
+from resultslib import pyplot, save_figure, verdict
 
 from fedsim.report.compare import spread
 from fedsim.runtime.jsonl import read_jsonl
@@ -49,17 +47,12 @@ def seed_dir(variant: str, seed: int) -> Path:
 
 
 def complete(variant: str) -> bool:
-    return all((seed_dir(variant, s) / "summary.json").exists() for s in SEEDS)
+    return resultslib.finished(seed_dir(variant, s) for s in SEEDS)
 
 
 def run_command(variant: str) -> list[str]:
     out = (RUNS / variant).relative_to(ROOT)
-    seeds = ",".join(map(str, SEEDS))
-    return [
-        *(sys.executable, "-m", "fedsim", "run", SCENARIO, "--variant", variant),
-        *("--seeds", seeds, "--out", str(out), "--force", "--quiet"),
-        *("--set", "runtime.torch_threads=1"),
-    ]
+    return resultslib.fedsim_run(SCENARIO, variant, SEEDS, out, "--set", "runtime.torch_threads=1")
 
 
 def run_missing(names: list[str], rerun: bool, jobs: int) -> None:
@@ -68,34 +61,14 @@ def run_missing(names: list[str], rerun: bool, jobs: int) -> None:
     todo = [n for n in names if rerun or not complete(n)]
     if not todo:
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    started: dict[str, tuple[subprocess.Popen, float]] = {}
-    took: dict[str, float] = {}
-    queue = list(todo)
-    t0 = time.perf_counter()
-    while queue or started:
-        while queue and len(started) < jobs:
-            name = queue.pop(0)
-            cmd = run_command(name)
-            print("+", " ".join(cmd[1:]), flush=True)
-            started[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env), time.perf_counter())
-        time.sleep(1.0)
-        for name, (proc, t) in list(started.items()):
-            if proc.poll() is None:
-                continue
-            if proc.returncode != 0:
-                raise SystemExit(f"{name}: fedsim run exited with {proc.returncode}")
-            took[name] = time.perf_counter() - t
-            del started[name]
-            print(f"  {name}: {took[name]:.0f} s", flush=True)
-    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ran = resultslib.run_side_by_side({n: run_command(n) for n in todo}, jobs, ROOT)
     wall = {
-        "total_s": time.perf_counter() - t0,
-        "cpu_s": cpu.ru_utime + cpu.ru_stime,  # the runs' own CPU time, whatever else ran
+        "total_s": ran.total_s,
+        "cpu_s": ran.cpu_s,  # the runs' own CPU time, whatever else ran
         "jobs": jobs,
-        "variants": took,
+        "variants": ran.wall_s,
         "all_variants": sorted(todo) == sorted(names),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": ran.date,
         "cpus": os.cpu_count(),
     }
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -219,12 +192,9 @@ COLORS = {
 
 
 def plots(runs: dict) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    IMG.mkdir(parents=True, exist_ok=True)
+    plt = pyplot(IMG)
+    if plt is None:
+        return []
     made = []
     for x, scale, unit, stem in (
         ("bits", 1e6, "cumulative uplink bits, paper accounting (Mbit, log)", "accuracy_bits"),
@@ -256,9 +226,7 @@ def plots(runs: dict) -> list[str]:
         axes[0].set_title(f"mean over {n} seeds, band ± 1 std (round by round)")
         axes[1].set_title("zoom: 85% and above (dotted: targets)")
         axes[1].legend(fontsize=7, ncol=2, loc="lower right")
-        fig.tight_layout()
-        fig.savefig(IMG / f"feddq_{stem}.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, IMG / f"feddq_{stem}.png", 100)
         made.append(f"img/feddq_{stem}.png")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
     for ax, key, unit in (
@@ -289,9 +257,7 @@ def plots(runs: dict) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0].set_title("cumulative uplink to each target (mean ± std, seeds reaching: all)")
     axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(IMG / "feddq_to_target.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, IMG / "feddq_to_target.png", 100)
     made.append("img/feddq_to_target.png")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     for name, seeds in runs.items():
@@ -317,9 +283,7 @@ def plots(runs: dict) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / "feddq_bits_per_round.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, IMG / "feddq_bits_per_round.png", 100)
     made.append("img/feddq_bits_per_round.png")
     return made
 
@@ -386,12 +350,11 @@ def f0_note(runs: dict) -> str:
     return f" Measured F_0 over the AdaQuantFL runs: {np.mean(f0):.3f} ± {np.std(f0):.3f}."
 
 
-def verdict(n_yes: int, n_all: int) -> str:
+def verdict_count(n_yes: int, n_all: int) -> str:
+    """Holds when every one of n_all comparisons favours FedDQ, partly when some do."""
     if not n_all:
         return "not measured here (no target reached by every seed of both)"
-    if n_yes == n_all:
-        return "holds"
-    return "holds partly" if n_yes else "does not hold here"
+    return verdict(n_yes == n_all, n_yes > 0)
 
 
 def write_page(names: list[str]) -> None:
@@ -404,8 +367,7 @@ def write_page(names: list[str]) -> None:
     if not runs:
         raise SystemExit("no runs in runs/feddq/; run without --no-run")
     one = next(iter(runs.values()))[0]["summary"]
-    wall_file = RUNS / "wall.json"
-    wall = json.loads(wall_file.read_text()) if wall_file.exists() else None
+    wall = resultslib.read_json(RUNS / "wall.json")
     L = ["# FedDQ against AdaQuantFL, fixed-bit and QSGD: uplink bits to accuracy\n"]
     L.append(
         f"Generated by `{COMMAND}` from the run directories in `runs/feddq/` (scenario "
@@ -559,7 +521,7 @@ def write_page(names: list[str]) -> None:
                 + (f", not below at {', '.join(no)}" if no else "")
                 + (f" (saving {saved})" if cmp else "")
             )
-        word = verdict(n_yes, n_all)
+        word = verdict_count(n_yes, n_all)
         if word == "holds" and n_clear < n_all:
             word = "holds partly"
         if n_all:
@@ -581,8 +543,8 @@ def write_page(names: list[str]) -> None:
     ok = sum(last < first for _, first, last in downs) + sum(last > first for _, first, last in ups)
     L.append(
         f"- **Bits per round descend for FedDQ and ascend for AdaQuantFL: "
-        f"{verdict(ok, len(ups) + len(downs))}.** Mean bits per value, first 5 rounds → last "
-        "5 rounds: " + "; ".join(f"{n} {a:.2f} → {b:.2f}" for n, a, b in downs + ups) + ".\n"
+        f"{verdict_count(ok, len(ups) + len(downs))}.** Mean bits per value, first 5 rounds "
+        "→ last 5 rounds: " + "; ".join(f"{n} {a:.2f} → {b:.2f}" for n, a, b in downs + ups) + ".\n"
     )
     for key, claim, paper in (
         ("bits", "Up to 65.2% of the communicated bit volume saved", 0.652),
@@ -596,9 +558,7 @@ def write_page(names: list[str]) -> None:
             continue
         clear = [c for c in cmp if c[0] > 0 and c[3]]
         sv, t, f, _ = max(clear or cmp)
-        word = (
-            "holds" if clear and sv >= paper else "holds partly" if clear else "does not hold here"
-        )
+        word = verdict(bool(clear) and sv >= paper, bool(clear))
         L.append(
             f'- **"{claim}" (paper): {word}.** Largest saving of FedDQ\'s front here '
             + ("beyond the seed spread" if clear else "(none beyond the seed spread)")
@@ -622,7 +582,7 @@ def write_page(names: list[str]) -> None:
         )
         L.append(
             "- **Setting check — 2-bit updates visibly slow training here (PAPERS.md's premise "
-            f"for this setting): {'holds' if slowed else 'does not hold here'}.** Rounds to "
+            f"for this setting): {verdict(slowed)}.** Rounds to "
             f"95%: fp32 {pm(fp, 1, 1)}, fixed 2-bit {pm(q2, 1, 1)}; final accuracy "
             f"{pm({**fa, 'n': 0}, 0.01, 2, False)}% against "
             f"{pm({**f2, 'n': 0}, 0.01, 2, False)}%."

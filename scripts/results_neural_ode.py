@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import resultslib
 import tomllib
+from resultslib import mean_std, pm, pyplot, save_figure, verdict
 
 from fedsim.runtime.jsonl import read_jsonl
 
@@ -142,39 +141,23 @@ def layers_of(model: str, n: int, norm: str, shape=(3, 32, 32), width: int = 16)
 
 
 # ---- training runs ----------------------------------------------------------------------
-def train_dir(runs: Path, variant: str, seed: int) -> Path:
-    return runs / "train" / variant / variant / f"seed-{seed}"
+def train_dirs(runs: Path, variant: str) -> list[Path]:
+    return resultslib.variant_seed_dirs(runs / "train" / variant, variant, SEEDS)
 
 
 def run_training(runs: Path, rerun: bool, jobs: int) -> dict:
-    todo = [
-        v
-        for v in VARIANTS
-        if rerun or not all((train_dir(runs, v, s) / "summary.json").exists() for s in SEEDS)
-    ]
-    seeds = ",".join(str(s) for s in SEEDS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-    def one(variant: str) -> float:
-        cmd = [sys.executable, "-m", "fedsim.cli", "run", SCENARIO, "--variant", variant]
-        cmd += ["--seeds", seeds, "--out", str(runs / "train" / variant), "--force"]
-        cmd += ["--quiet", "--summary"]
-        print("+", " ".join(cmd), flush=True)
-        t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, env=env)
-        return time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        per_job = dict(zip(todo, pool.map(one, todo), strict=True))
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    todo = [v for v in VARIANTS if rerun or not resultslib.finished(train_dirs(runs, v))]
+    commands = {
+        v: resultslib.fedsim_run(SCENARIO, v, SEEDS, runs / "train" / v, "--summary") for v in todo
+    }
+    ran = resultslib.run_side_by_side(commands, jobs, ROOT)
     return {
         "variants": todo,
         "jobs": jobs,
-        "wall_s": time.perf_counter() - t0,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "per_variant_wall_s": per_job,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": ran.total_s,
+        "cpu_s": ran.cpu_s,
+        "per_variant_wall_s": ran.wall_s,
+        "date": ran.date,
     }
 
 
@@ -228,19 +211,8 @@ def c_counts(metrics: list[dict]) -> dict[int, int]:
 
 
 def load_variant(runs: Path, variant: str) -> list[dict] | None:
-    seeds = [load_seed(train_dir(runs, variant, s)) for s in SEEDS]
+    seeds = [load_seed(d) for d in train_dirs(runs, variant)]
     return seeds if all(s is not None for s in seeds) else None
-
-
-def ms(values) -> tuple[float, float]:
-    """mean and std (ddof = 0, as `fedsim compare`) over the seeds."""
-    v = np.asarray(list(values), dtype=float)
-    return float(v.mean()), float(v.std())
-
-
-def pm(values, scale: float = 100.0, digits: int = 1) -> str:
-    m, s = ms(values)
-    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
 
 
 def pct(x: float) -> str:
@@ -253,14 +225,9 @@ def num(b: float) -> str:
 
 # ---- plots ------------------------------------------------------------------------------
 def plots(depth: dict, train: dict, img: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib is a report dependency
+    plt = pyplot(img)
+    if plt is None:
         return []
-    img.mkdir(parents=True, exist_ok=True)
     made = []
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for norm, marker in zip(NORMS, "os", strict=True):
@@ -273,9 +240,7 @@ def plots(depth: dict, train: dict, img: Path) -> list[str]:
     ax.set_xticks([6 * n + 2 for n in DEPTHS])
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(img / "ode_bytes.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, img / "ode_bytes.png", 110)
     made.append("ode_bytes.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -289,9 +254,7 @@ def plots(depth: dict, train: dict, img: Path) -> list[str]:
     ax.set_ylabel("test accuracy (%), mean ± std, 3 seeds")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(img / "ode_accuracy.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, img / "ode_accuracy.png", 110)
     made.append("ode_accuracy.png")
     return made
 
@@ -311,7 +274,7 @@ def figure(seeds: list[dict], key) -> list[float]:
 def claim(a: list[dict], b: list[dict], key, margin: float) -> tuple[float, bool, bool]:
     """(mean of a - mean of b, holds, holds partly) for "a within margin of b": partly when
     it misses by less than the larger seed std."""
-    (ma, sa), (mb, sb) = ms(figure(a, key)), ms(figure(b, key))
+    (ma, sa), (mb, sb) = mean_std(figure(a, key)), mean_std(figure(b, key))
     d = ma - mb
     ok = d >= -margin
     return d, ok, not ok and -d - margin < max(sa, sb)
@@ -326,7 +289,7 @@ def phone_compute(seeds: list[dict]) -> list[float]:
 
 def noise(a: list[dict], b: list[dict], key, d: float) -> str:
     """Whether a difference d of the means stands out of the larger seed std."""
-    big = max(ms(figure(a, key))[1], ms(figure(b, key))[1])
+    big = max(mean_std(figure(a, key))[1], mean_std(figure(b, key))[1])
     return "within the seed std" if abs(d) <= big else "more than the seed std"
 
 
@@ -343,10 +306,6 @@ def train_layers(variant: str, doc: dict) -> int:
     return layers_of(model, N_TRAIN, norm, (1, 8, 8), width)
 
 
-def verdict(ok: bool, partly: bool = False) -> str:
-    return "holds" if ok else ("holds partly" if partly else "does not hold here")
-
-
 def write_page(runs: Path, out: Path) -> str:
     scenario_text = (ROOT / SCENARIO).read_text()
     doc = tomllib.loads(scenario_text)
@@ -358,8 +317,7 @@ def write_page(runs: Path, out: Path) -> str:
         for norm in NORMS
     }
     train = {v: s for v in VARIANTS if (s := load_variant(runs, v)) is not None}
-    timing_file = runs / "timing.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.exists() else None
+    timing = resultslib.read_json(runs / "timing.json")
     images = plots(depth, train, ROOT / IMG)
 
     L: list[str] = []
@@ -496,7 +454,7 @@ def write_page(runs: Path, out: Path) -> str:
             f"{num(seeds[0]['up'])} | **{pm(s['last3'] for s in seeds)}** | "
             f"{pm(s['final'] for s in seeds)} | "
             + ", ".join(f"{100 * s['last3']:.1f}" for s in seeds)
-            + f" | {ms(s['round_s'] for s in seeds)[0]:.2f} |"
+            + f" | {mean_std(s['round_s'] for s in seeds)[0]:.2f} |"
         )
     w("")
     if images:
@@ -573,7 +531,7 @@ def write_page(runs: Path, out: Path) -> str:
         )
     if ode and one:
         d, _, _ = claim(ode, one, "last3", 0.0)
-        big = max(ms(figure(ode, "last3"))[1], ms(figure(one, "last3"))[1])
+        big = max(mean_std(figure(ode, "last3"))[1], mean_std(figure(one, "last3"))[1])
         answer = "yes" if d > big else ("no, it is worse" if d < -big else "not measurably")
         w(
             f"- Does iterating the shared block help (the same-bytes baseline)? **{answer}** "
@@ -607,14 +565,17 @@ def write_page(runs: Path, out: Path) -> str:
         )
     if ode and mix:
         d, ok, partly = claim(mix, ode, ("acc_c", 3), 0.01)
-        t_mix, t_uni = ms(s["round_s"] for s in mix)[0], ms(s["round_s"] for s in ode)[0]
+        t_mix, t_uni = (
+            mean_std(s["round_s"] for s in mix)[0],
+            mean_std(s["round_s"] for s in ode)[0],
+        )
         w(
             f"- **Flexible FL, mixed C within 1 point of uniform C: {verdict(ok, partly)}.** "
             f"At C = 3: mixed {pm(s['acc_c'][3] for s in mix)}% vs uniform "
             f"{pm(s['acc_c'][3] for s in ode)}% ({100 * d:+.1f} points); the simulated round "
             f"is {pct(1 - t_mix / t_uni)} shorter ({t_mix:.3f} s vs {t_uni:.3f} s). A phone "
-            f"computes {ms(phone_compute(mix))[0]:.3f} s per round at C = 1 against "
-            f"{ms(phone_compute(ode))[0]:.3f} s at C = 3, but with 8x8 digits a round is "
+            f"computes {mean_std(phone_compute(mix))[0]:.3f} s per round at C = 1 against "
+            f"{mean_std(phone_compute(ode))[0]:.3f} s at C = 3, but with 8x8 digits a round is "
             "mostly the model's transfer over the phones' 4G links, so the round barely "
             f"shortens. Caveat: digits, {len(SEEDS)} seeds; as Sec. 2 shows, at this depth the "
             "iterations add little, so running fewer of them costs little."

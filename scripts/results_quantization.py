@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import resultslib
+from resultslib import pm, pyplot, save_figure, verdict
 
-from fedsim.report.compare import spread
 from fedsim.runtime.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,48 +61,36 @@ def run_dir(sc: str, variant: str) -> Path:
 
 
 def seed_dirs(sc: str, variant: str) -> list[Path]:
-    return [run_dir(sc, variant) / variant / f"seed-{s}" for s in SEEDS]
+    return resultslib.variant_seed_dirs(run_dir(sc, variant), variant, SEEDS)
 
 
 def complete(sc: str, variant: str) -> bool:
-    return all((d / "summary.json").exists() for d in seed_dirs(sc, variant))
+    return resultslib.finished(seed_dirs(sc, variant))
 
 
 SETS: list[str] = []  # --set overrides passed to every run (smoke tests: rounds=2)
-
-
-def run_one(sc: str, variant: str) -> float:
-    """One variant, every seed, in its own process; returns its wall time in seconds."""
-    cmd = [sys.executable, "-m", "fedsim", "run", f"scenarios/{sc}.toml", "--variant", variant]
-    cmd += ["--seeds", ",".join(map(str, SEEDS)), "--out", str(run_dir(sc, variant))]
-    cmd += ["--force", "--quiet"]
-    for s in SETS:
-        cmd += ["--set", s]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    t0 = time.monotonic()
-    print("+", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True, env=env, stdout=subprocess.DEVNULL)
-    dt = time.monotonic() - t0
-    print(f"  {sc}/{variant}: {dt:.0f} s", flush=True)
-    return dt
 
 
 def run_all(rerun: bool, jobs: int) -> dict | None:
     todo = [(sc, v) for sc, v in JOBS if rerun or not complete(sc, v)]
     if not todo:
         return None
-    t0, load0 = time.monotonic(), os.getloadavg()[0]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        per = list(pool.map(lambda job: run_one(*job), todo))
+    sets = [a for s in SETS for a in ("--set", s)]
+    commands = {
+        f"{sc}/{v}": resultslib.fedsim_run(f"scenarios/{sc}.toml", v, SEEDS, run_dir(sc, v), *sets)
+        for sc, v in todo
+    }
+    load0 = os.getloadavg()[0]
+    ran = resultslib.run_side_by_side(commands, jobs, ROOT, quiet=True)
     timing = {
-        "wall_s": time.monotonic() - t0,
+        "wall_s": ran.total_s,
         "jobs": jobs,
         "runs": len(todo) * len(SEEDS),
         "all": len(todo) == len(JOBS),
-        "per_variant_s": {f"{sc}/{v}": round(dt, 1) for (sc, v), dt in zip(todo, per, strict=True)},
+        "per_variant_s": {k: round(dt, 1) for k, dt in ran.wall_s.items()},
         "cpus": os.cpu_count(),
         "loadavg_1min": [round(load0, 1), round(os.getloadavg()[0], 1)],  # at start, at end
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": ran.date,
     }
     TIMING.parent.mkdir(parents=True, exist_ok=True)
     TIMING.write_text(json.dumps(timing, indent=1))
@@ -135,12 +121,6 @@ def per_seed(runs: list[dict], key) -> list[float]:
 def paired(a: list[float], b: list[float]) -> list[float]:
     """Seed-by-seed differences a − b (same seed: same data split and initial model)."""
     return [x - y for x, y in zip(a, b, strict=True)]
-
-
-def ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """'mean ± std' of values × scale."""
-    s = spread([v * scale for v in values])
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
 def final_acc(run: dict) -> float:
@@ -191,11 +171,11 @@ def robust_section(runs: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
         cells = []
         for c in PTQ:
             better = base and name != "fedavg" and np.mean(row[c]) > np.mean(base[c])
-            cells.append(f"**{ms(row[c])}**" if better else ms(row[c]))
+            cells.append(f"**{pm(row[c])}**" if better else pm(row[c]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    verdict = []
+    claims = []
     if not base:
-        return lines, verdict
+        return lines, claims
     lines += [
         "",
         "Gain over plain FedAvg at 4 bits and below, in points (paired by seed: same data split",
@@ -208,8 +188,8 @@ def robust_section(runs: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
         if name == "fedavg":
             continue
         diffs = {c: paired(row[c], base[c]) for c in LOW}
-        lines.append(f"| {name} | " + " | ".join(ms(diffs[c]) for c in LOW) + " |")
-    verdict.append(
+        lines.append(f"| {name} | " + " | ".join(pm(diffs[c]) for c in LOW) + " |")
+    claims.append(
         "**Claim (Gupta et al.): at every bit-width of 4 and below, each robust variant keeps "
         "more accuracy than plain FedAvg quantized the same way.** Per variant, over the six "
         "columns " + ", ".join(LABEL.get(c, c) for c in LOW) + " (mean over seeds):"
@@ -219,7 +199,7 @@ def robust_section(runs: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
             continue
         wins = [c for c in LOW if np.mean(row[c]) > np.mean(base[c])]
         losses = [c for c in LOW if c not in wins]
-        word = "holds" if not losses else ("holds partly" if wins else "does not hold here")
+        word = verdict(not losses, bool(wins))
         # a gain larger than twice the seed spread of the paired difference (and positive on
         # every seed) is one that 3 seeds can show
         clear = [
@@ -228,7 +208,7 @@ def robust_section(runs: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
         gains = ", ".join(
             f"{LABEL.get(c, c)} {100 * (np.mean(row[c]) - np.mean(base[c])):+.1f}" for c in LOW
         )
-        verdict.append(
+        claims.append(
             f"- {name}: **{word}** — above FedAvg at {len(wins)} of {len(LOW)}"
             + (f" (not at {', '.join(LABEL.get(c, c) for c in losses)})" if losses else "")
             + f"; points vs FedAvg: {gains}; above on every seed and by more than twice the "
@@ -241,18 +221,18 @@ def robust_section(runs: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
             )
             + "."
         )
-    verdict.append("")
+    claims.append("")
     w8 = {n: paired(row["W8A8"], row["fp32"]) for n, row in table.items()}
     worst = min(w8, key=lambda n: np.mean(w8[n]))
     ok = all(abs(np.mean(v)) <= 0.01 for v in w8.values())
     every_seed = all(abs(x) <= 0.01 for v in w8.values() for x in v)
-    word = "holds" if ok and every_seed else ("holds partly" if ok else "does not hold here")
-    verdict.append(
+    word = verdict(ok and every_seed, ok)
+    claims.append(
         "**Claim: at W8A8 every model is within 1 point of its fp32 accuracy.** "
         f"**{word}**: W8A8 − fp32 ranges over methods from "
         f"{100 * min(np.mean(v) for v in w8.values()):+.1f} to "
         f"{100 * max(np.mean(v) for v in w8.values()):+.1f} points (mean over seeds; largest "
-        f"drop {worst}, {ms(w8[worst])}); against FedAvg's fp32 the robust variants' W8A8 are "
+        f"drop {worst}, {pm(w8[worst])}); against FedAvg's fp32 the robust variants' W8A8 are "
         + ", ".join(
             f"{n} {100 * (np.mean(table[n]['W8A8']) - np.mean(base['fp32'])):+.1f}"
             for n in table
@@ -260,7 +240,7 @@ def robust_section(runs: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
         )
         + " points."
     )
-    return lines, verdict
+    return lines, claims
 
 
 OQFL_NOTE = {
@@ -295,7 +275,7 @@ def oqfl_section(
     base_up = float(np.mean(per_seed(fedavg, lambda r: r["summary"]["bytes_up_total"])))
     if fedavg:
         lines.append(
-            f"| fedavg (fp32) | fp32 | – | {ms(base_acc)} | – | {base_up / 1e6:.2f} | 1× "
+            f"| fedavg (fp32) | fp32 | – | {pm(base_acc)} | – | {base_up / 1e6:.2f} | 1× "
             f"| {np.mean(per_seed(fedavg, lambda r: r['summary']['bytes_down_total'])) / 1e6:.2f}"
             f" | {32 * fedavg[0]['summary']['model_params'] * sum(r['aggregated'] for r in fedavg[0]['rows']) / 1e6:.1f} |"
         )
@@ -311,8 +291,8 @@ def oqfl_section(
         diff = paired(acc, base_acc) if base_acc else None
         stats[name] = {"acc": acc, "diff": diff, "up": up, "frac": frac, "bits": bits}
         lines.append(
-            f"| {name} | {OQFL_NOTE.get(name, '')} | {100 * frac:.1f}% | {ms(acc)} "
-            f"| {ms(diff) if diff else '–'} | {up / 1e6:.2f} | {base_up / up:.2f}× "
+            f"| {name} | {OQFL_NOTE.get(name, '')} | {100 * frac:.1f}% | {pm(acc)} "
+            f"| {pm(diff) if diff else '–'} | {up / 1e6:.2f} | {base_up / up:.2f}× "
             f"| {down / 1e6:.2f} | {paper / 1e6:.1f} |"
         )
     four = stats.get("oqfl-4", {}).get("bits", {})
@@ -322,21 +302,18 @@ def oqfl_section(
         + ", ".join(f"`{n}` {b}" for n, b in four.items())
         + " (at b bits: the middle layers; the first conv holds 200 weights, the last linear 640).",
     ]
-    verdict = []
+    claims = []
     if not base_acc:
-        return lines, verdict
+        return lines, claims
 
     def word(diff: list[float]) -> str:
-        m = np.mean(diff)
-        if m >= -0.01:
-            return "holds" if all(d >= -0.01 for d in diff) else "holds partly"
-        return "does not hold here"
+        return verdict(all(d >= -0.01 for d in diff), np.mean(diff) >= -0.01)
 
     if "oqfl-4" in stats:
         d = stats["oqfl-4"]["diff"]
-        verdict.append(
+        claims.append(
             "- **Claim (Kim & Hong): 4-bit OQFL is within 1 point of fp32 FedAvg.** "
-            f"**{word(d)}** in the paper's `latent` wire mode: Δ = {ms(d)} points "
+            f"**{word(d)}** in the paper's `latent` wire mode: Δ = {pm(d)} points "
             f"(per seed {', '.join(f'{100 * x:+.1f}' for x in d)}), with "
             f"{100 * stats['oqfl-4']['frac']:.1f}% of the weights at 4 bits; its uplink is "
             "FedAvg's (fp32 latent weights)."
@@ -346,10 +323,10 @@ def oqfl_section(
         ratio = base_up / s["up"]
         w = word(s["diff"])
         both = w if ratio >= 4 else ("holds partly" if w != "does not hold here" else w)
-        verdict.append(
+        claims.append(
             "- **Target: 4-bit `int` wire within 1 point of fp32 FedAvg at ≥ 4× smaller uplink.** "
             f"**{both}** with its defaults (`{INT}`: server latent, stochastic rounding on the "
-            f"uplink): Δ = {ms(s['diff'])} points (per seed "
+            f"uplink): Δ = {pm(s['diff'])} points (per seed "
             f"{', '.join(f'{100 * x:+.1f}' for x in s['diff'])}), uplink {ratio:.1f}× smaller "
             f"({s['up'] / 1e6:.2f} MB against {base_up / 1e6:.2f} MB)."
         )
@@ -374,26 +351,21 @@ def oqfl_section(
     )
     for better, worse, text in comparisons:
         if better in stats and worse in stats:
-            verdict.append(text.format(ms(paired(stats[better]["acc"], stats[worse]["acc"]))))
+            claims.append(text.format(pm(paired(stats[better]["acc"], stats[worse]["acc"]))))
     for b in (2, 3):
         n = f"oqfl-{b}"
         if n in stats:
-            verdict.append(
-                f"- {b}-bit OQFL (latent): Δ = {ms(stats[n]['diff'])} points vs fp32 FedAvg "
+            claims.append(
+                f"- {b}-bit OQFL (latent): Δ = {pm(stats[n]['diff'])} points vs fp32 FedAvg "
                 f"({100 * stats[n]['frac']:.1f}% of the weights at {b} bits)."
             )
-    return lines, verdict
+    return lines, claims
 
 
 def plot(runs: dict[str, list[dict]], fedavg: list[dict] | None) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot(IMG)
+    if plt is None:
         return []
-    IMG.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     series = ({"fedavg (fp32)": fedavg} if fedavg else {}) | runs
     for name, rs in series.items():
@@ -415,16 +387,14 @@ def plot(runs: dict[str, list[dict]], fedavg: list[dict] | None) -> list[str]:
     )
     ax.set_ylim(0.8, 1.0)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / "quant_oqfl_accuracy.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, IMG / "quant_oqfl_accuracy.png", 110)
     return ["![OQFL accuracy per round, mean ± std](img/quant_oqfl_accuracy.png)", ""]
 
 
 def timing_line() -> list[str]:
-    if not TIMING.exists():
+    t = resultslib.read_json(TIMING)
+    if t is None:
         return ["Wall time: not measured (the runs were not made by this script)."]
-    t = json.loads(TIMING.read_text())
     scope = "all" if t.get("all") else "the missing"
     return [
         f"Measured wall time of {scope} {t['runs']} runs: **{t['wall_s'] / 60:.1f} min** "

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import resultslib
+from resultslib import pm, pyplot, save_figure, verdict
 
 from fedsim.runtime.jsonl import read_jsonl
 
@@ -74,23 +73,15 @@ def timing_file(name: str, seed: int) -> Path:
 
 
 def run_all(names: list[str], rerun: bool, jobs: int) -> float:
-    todo = [
-        (n, s)
+    """Run the missing (variant, seed) runs, each in a child process (`--job`); returns the
+    wall time of the whole run phase in seconds (each run records its own, run_job)."""
+    commands = {
+        f"{n}/seed-{s}": [sys.executable, __file__, "--job", n, str(s)]
         for n in names
         for s in SEEDS
-        if rerun or not (run_dir(n, s) / "summary.json").exists()
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-    def one(job: tuple[str, int]) -> None:
-        cmd = [sys.executable, __file__, "--job", job[0], str(job[1])]
-        print("+", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True, env=env)
-
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(one, todo))
-    return time.monotonic() - t0
+        if rerun or not done(n, s)
+    }
+    return resultslib.run_side_by_side(commands, jobs, ROOT).total_s
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -166,13 +157,12 @@ def load_all(names: list[str]) -> tuple[dict[str, list[dict]], int]:
 
 
 def done(name: str, seed: int) -> bool:
-    return (run_dir(name, seed) / "summary.json").exists()
+    return resultslib.finished([run_dir(name, seed)])
 
 
-def ms(xs: list[float], fmt: str = ".1f") -> str:
-    """mean ± population std."""
-    a = np.asarray(xs, float)
-    return f"{a.mean():{fmt}} ± {a.std():{fmt}}" if a.size > 1 else f"{a.mean():{fmt}}"
+def ms(xs: list[float], digits: int = 1) -> str:
+    """mean ± population std; the mean alone for a single seed."""
+    return pm(xs, 1.0, digits) if len(xs) > 1 else f"{mean(xs):.{digits}f}"
 
 
 def mean(xs: list[float]) -> float:
@@ -238,12 +228,6 @@ def run_span(runs: dict[str, list[dict]]) -> tuple[float, float]:
     return max(ends) - min(starts), total
 
 
-def verdict(ok_acc: bool, ok_bytes: bool) -> str:
-    if ok_acc and ok_bytes:
-        return "holds"
-    return "holds partly" if ok_acc or ok_bytes else "does not hold here"
-
-
 def write_page(names: list[str], wall: float | None) -> str:
     scen = variants()
     runs, n_params = load_all(names)
@@ -271,6 +255,13 @@ def write_page(names: list[str], wall: float | None) -> str:
 
     def vshare(n: str) -> list[float]:
         return [100 * (r["values_up"] + r["values_down"]) / dense_values for r in runs[n]]
+
+    def versus(f: str, t: str) -> tuple[float, float, list[float], bool]:
+        """FedDIP f against top-k t: mean accuracies, paired differences, "at most 1 point
+        below" on the means."""
+        fa, ta = mean([r["acc"] for r in runs[f]]), mean([r["acc"] for r in runs[t]])
+        diff = [a["acc"] - b["acc"] for a, b in zip(runs[f], runs[t], strict=False)]
+        return fa, ta, diff, fa >= ta - 1.0
 
     L: list[str] = []
     L.append("# Sparsity: FedDIP against dense FedAvg and top-k with error feedback\n")
@@ -331,7 +322,7 @@ def write_page(names: list[str], wall: float | None) -> str:
             f"| {n} | {i['method']} | {i['s0'] if i['s0'] is not None else '-'} | "
             f"{i['sp'] if i['sp'] is not None else '-'} | {ms([r['acc'] for r in rs])} | "
             f"{'-' if n == 'fedavg' else ms(gap(n))} | {ms([r['best'] for r in rs])} | "
-            f"{ms([r['up'] / 1e6 for r in rs], '.2f')} | {ms([r['down'] / 1e6 for r in rs], '.2f')} | "
+            f"{ms([r['up'] / 1e6 for r in rs], 2)} | {ms([r['down'] / 1e6 for r in rs], 2)} | "
             f"{ms(share(n))}% | {ms(vshare(n))}% | {sched} |"
         )
     short = [f"{n} ({len(runs[n])}/{len(SEEDS)})" for n in order if len(runs[n]) < len(SEEDS)]
@@ -352,7 +343,8 @@ def write_page(names: list[str], wall: float | None) -> str:
         g, sh = mean(gap(n)), mean(share(n))
         ok_acc, ok_bytes = g >= -TARGET_GAP, sh <= TARGET_SHARE
         L.append(
-            f"- `{n}` ({info[n]['method']}, s_0 = {info[n]['s0']}): **{verdict(ok_acc, ok_bytes)}** "
+            f"- `{n}` ({info[n]['method']}, s_0 = {info[n]['s0']}): "
+            f"**{verdict(ok_acc and ok_bytes, ok_acc or ok_bytes)}** "
             f"— accuracy {ms(gap(n))} points against dense ({'within' if ok_acc else 'beyond'} "
             f"{TARGET_GAP:.0f}), total bytes {ms(share(n))}% of dense "
             f"({'at most' if ok_bytes else 'above'} {TARGET_SHARE:.0f}%)."
@@ -367,7 +359,7 @@ def write_page(names: list[str], wall: float | None) -> str:
         ok_acc = mean(gap(n)) >= -TARGET_GAP
         L.append(
             f"- `{n}` (s_p = {info[n]['sp']}): accuracy within {TARGET_GAP:.0f} points of "
-            f"dense **{'holds' if ok_acc else 'does not hold here'}** — {ms(gap(n))} points, "
+            f"dense **{verdict(ok_acc)}** — {ms(gap(n))} points, "
             f"at {ms(share(n))}% of dense total bytes."
         )
     L.append(
@@ -379,12 +371,10 @@ def write_page(names: list[str], wall: float | None) -> str:
         f, t = f"feddip_{lv}", f"topk_ef_{lv}"
         if f not in runs or t not in runs:
             continue
-        fa, ta = mean([r["acc"] for r in runs[f]]), mean([r["acc"] for r in runs[t]])
+        fa, ta, diff, ok = versus(f, t)
         fs, ts = mean(share(f)), mean(share(t))
-        diff = [a["acc"] - b["acc"] for a, b in zip(runs[f], runs[t], strict=False)]
-        ok = fa >= ta - 1.0
         L.append(
-            f"- s_p = {lv}: **{'holds' if ok else 'does not hold here'}** — FedDIP {fa:.1f}% "
+            f"- s_p = {lv}: **{verdict(ok)}** — FedDIP {fa:.1f}% "
             f"at {fs:.1f}% of dense bytes, top-k+EF {ta:.1f}% at {ts:.1f}% (FedDIP − top-k: "
             f"{ms(diff)} points, paired by seed)."
         )
@@ -405,12 +395,10 @@ def write_page(names: list[str], wall: float | None) -> str:
         if f not in runs or not topks:
             continue
         t = min(topks, key=lambda n: abs(mean(share(n)) - mean(share(f))))
-        fa, ta = mean([r["acc"] for r in runs[f]]), mean([r["acc"] for r in runs[t]])
-        diff = [a["acc"] - b["acc"] for a, b in zip(runs[f], runs[t], strict=False)]
-        ok = fa >= ta - 1.0
+        fa, ta, diff, ok = versus(f, t)
         L.append(
             f"- `{f}` ({mean(share(f)):.1f}% of dense) against `{t}` ({mean(share(t)):.1f}%): "
-            f"**{'holds' if ok else 'does not hold here'}** — {fa:.1f}% vs {ta:.1f}% "
+            f"**{verdict(ok)}** — {fa:.1f}% vs {ta:.1f}% "
             f"(FedDIP − top-k: {ms(diff)} points)."
         )
     L.append(
@@ -529,14 +517,9 @@ def down_kinds(row: dict, names: list[str]) -> tuple:
 
 
 def plots(runs: dict[str, list[dict]], order: list[str]) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot(IMG)
+    if plt is None:
         return []
-    IMG.mkdir(parents=True, exist_ok=True)
     made = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for n in order:
@@ -546,9 +529,7 @@ def plots(runs: dict[str, list[dict]], order: list[str]) -> list[str]:
     ax.set_xlabel("round")
     ax.set_ylabel("global sparsity of prunable weights (seed 0)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / "sparsity_schedule.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, IMG / "sparsity_schedule.png", 110)
     made.append("img/sparsity_schedule.png")
     fig, ax = plt.subplots(figsize=(7, 4))
     for n in order:
@@ -572,9 +553,7 @@ def plots(runs: dict[str, list[dict]], order: list[str]) -> list[str]:
     ax.set_xlabel("cumulative wire bytes, up + down (MB, log; mean over seeds)")
     ax.set_ylabel("test accuracy (%; mean, min–max band)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / "sparsity_accuracy_bytes.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, IMG / "sparsity_accuracy_bytes.png", 110)
     made.append("img/sparsity_accuracy_bytes.png")
     return made
 
