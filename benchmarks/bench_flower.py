@@ -2,21 +2,28 @@
 
 The quick-start workload of issue 20 (mnist5k, the McMahan CNN, 20 Dirichlet(0.5) clients,
 5 per round, 20 rounds, 1 local epoch, batch 32, SGD lr 0.05 momentum 0.5, evaluated every
-round) runs three ways, each as a whole process of its own, alternating, `--repeats` times:
+round) runs four ways, each as a whole process of its own, alternating, `--repeats` times.
+Every way may use the machine's two cores:
 
-- fedsim: `Coordinator` in process (every message encoded, the network model run);
-- loop: the same federated training as a bare PyTorch loop (bench_overhead.reference_loop;
-  it ends with the same model as fedsim);
-- flower: `flwr.simulation.start_simulation` (Ray, one CPU per client actor), whose clients
-  run the same local SGD on the same partitions (bench_overhead._train_client) and whose
-  FedAvg takes the sample-weighted mean, with the same centralised evaluation. Flower picks
-  its own clients each round, so its accuracies agree within noise rather than exactly.
+- fedsim: `Coordinator` in one process (every message encoded, the network model run),
+  `runtime.torch_threads = 2` -- the figure (PERFORMANCE.md: fedsim in process);
+- fedsim_workers: `Coordinator` with 2 ZeroMQ worker processes over ipc, one torch thread
+  each -- the same parallelism as Flower's two one-CPU client actors (its model hash is the
+  in-process one-thread hash);
+- loop: the same federated training as a bare PyTorch loop with 2 torch threads
+  (bench_overhead.reference_loop; it ends with the same model as fedsim);
+- flower: `flwr.simulation.start_simulation` (Ray, one CPU per client actor, so two clients
+  train at once), whose clients run the same local SGD on the same partitions
+  (bench_overhead._train_client, one torch thread) and whose FedAvg takes the
+  sample-weighted mean, with the same centralised evaluation. Flower picks its own clients
+  each round, so its accuracies agree within noise rather than exactly.
 
 Per run: wall time of the whole process (interpreter start to exit, Ray start and shutdown
 included) and its memory: the peak over time of the summed PSS (proportional set size,
 /proc/PID/smaps_rollup, so shared pages are not counted twice) of the process and all its
-descendants (Ray's raylet, GCS and workers), sampled every 0.2 s. value = median fedsim
-wall time / median Flower wall time (< 1.0: fedsim is faster).
+descendants (Ray's raylet, GCS and workers; fedsim's workers), sampled every 0.2 s. value =
+median fedsim wall time / median Flower wall time (< 1.0: fedsim is faster);
+`raw.workers_vs_flower` is the same for fedsim_workers.
 
 Flower lives in its own virtual environment, never a fedsim dependency (benchmarks/README.md
 says how to make it): its interpreter is `--flower-python`, or $FEDSIM_FLOWER_PYTHON, or this
@@ -44,12 +51,19 @@ from bench_overhead import _train_client, quickstart_scenario  # noqa: E402
 FIGURE = "flower_vs_fedsim"
 TARGET = 0.55  # fedsim / Flower wall time, at most (PERFORMANCE.md)
 WORKLOAD = ("rounds=20", "train.batch_size=32")  # on quickstart_scenario: 1 epoch, eval every round
-KINDS = ("fedsim", "loop", "flower")
+KINDS = ("fedsim", "fedsim_workers", "loop", "flower")
+#: per kind, on WORKLOAD: how each way uses the two cores (Flower: two one-CPU actors)
+SETUP = {
+    "fedsim": ("runtime.torch_threads=2",),
+    "fedsim_workers": ("runtime.transport=ipc", "runtime.workers=2"),
+    "loop": ("runtime.torch_threads=2",),
+    "flower": (),
+}
 REPEATS = 3
 
 
-def workload(quick: bool):
-    return quickstart_scenario(quick, *WORKLOAD, *(("rounds=2",) if quick else ()))
+def workload(quick: bool, kind: str = "flower"):
+    return quickstart_scenario(quick, *WORKLOAD, *SETUP[kind], *(("rounds=2",) if quick else ()))
 
 
 def _skip(why: str) -> dict[str, dict]:
@@ -160,12 +174,16 @@ def _flower_run(sc) -> tuple[float, list[float]]:
 
 def child(kind: str, quick: bool) -> dict:
     """Runs in the measured process: one whole run of `kind`; its accuracy curve."""
-    sc = workload(quick)
-    if kind == "fedsim":
+    sc = workload(quick, kind)
+    if kind in ("fedsim", "fedsim_workers"):
         from bench_overhead import run_fedsim
 
         wall, summary = run_fedsim(sc)
-        return {"run_s": wall, "accuracy": summary["accuracy_curve"]}
+        return {
+            "run_s": wall,
+            "accuracy": summary["accuracy_curve"],
+            "model_sha256": summary.get("model_sha256"),
+        }
     if kind == "loop":
         from bench_overhead import reference_loop
 
@@ -280,8 +298,10 @@ def run(quick: bool = False, repeats: int = REPEATS, python: str | None = None) 
             "target": f"<= {TARGET}",
             "raw": {
                 "workload": "quickstart " + " ".join(WORKLOAD) + " train.local_epochs=1",
+                "setup": {k: " ".join(v) for k, v in SETUP.items()},
                 "repeats": len(runs["fedsim"]),
                 "median": med,
+                "workers_vs_flower": med["fedsim_workers"]["wall_s"] / med["flower"]["wall_s"],
                 "loop_vs_fedsim": med["loop"]["wall_s"] / med["fedsim"]["wall_s"],
                 "runs": runs,
                 "fedsim_accuracy": fed_acc,
@@ -299,8 +319,10 @@ def run(quick: bool = False, repeats: int = REPEATS, python: str | None = None) 
 def _describe(raw: dict) -> str:
     m = raw["median"]
     return (
-        f"medians of {raw['repeats']}: fedsim {m['fedsim']['wall_s']:.1f} s "
-        f"{m['fedsim']['peak_pss_gib']:.2f} GiB, loop {m['loop']['wall_s']:.1f} s "
+        f"medians of {raw['repeats']}: fedsim in process (2 threads) {m['fedsim']['wall_s']:.1f} s "
+        f"{m['fedsim']['peak_pss_gib']:.2f} GiB, with 2 workers "
+        f"{m['fedsim_workers']['wall_s']:.1f} s {m['fedsim_workers']['peak_pss_gib']:.2f} GiB "
+        f"({raw['workers_vs_flower']:.3f} of Flower), loop {m['loop']['wall_s']:.1f} s "
         f"{m['loop']['peak_pss_gib']:.2f} GiB, Flower {m['flower']['wall_s']:.1f} s "
         f"{m['flower']['peak_pss_gib']:.2f} GiB; final accuracy fedsim "
         f"{raw['fedsim_accuracy'][-1]:.3f}, Flower {raw['flower_accuracy'][-1]:.3f}"
