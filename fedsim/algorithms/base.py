@@ -165,11 +165,18 @@ def weighted_mean(results: list[ClientResult], *, weighted: bool = True) -> Stat
     total = sum(r.num_samples for r in results) if weighted else len(results)
     out: State = {}
     for name in results[0].tensors:
-        acc = None  # one tensor of every client at a time (updates may decode lazily)
+        acc = term = None  # one tensor of every client at a time (updates may decode lazily)
         for r in results:
             w = r.weight * (r.num_samples if weighted else 1) / total
-            term = w * r.tensors[name].astype(np.float64)
-            acc = term if acc is None else acc + term
+            # w·x in float64 (x is cast exactly, then multiplied: the same bits as
+            # w * x.astype(float64)), into reused buffers instead of three temporaries
+            if acc is None:
+                acc = np.multiply(r.tensors[name], w, dtype=np.float64)
+                continue
+            if term is None:
+                term = np.empty_like(acc)
+            np.multiply(r.tensors[name], w, out=term, dtype=np.float64)
+            acc += term
         out[name] = acc.astype(np.float32)
     return out
 
@@ -255,8 +262,14 @@ class Algorithm:
         """w ← w + η_g·Δ with the scenario's server step size (1 unless set)."""
         lr = float(self.scenario.server.server_lr)
         if lr == 1.0:
-            return {k: (global_state[k] + delta[k]).astype(np.float32) for k in global_state}
-        return {k: (global_state[k] + lr * delta[k]).astype(np.float32) for k in global_state}
+            return {
+                k: (global_state[k] + delta[k]).astype(np.float32, copy=False)
+                for k in global_state
+            }
+        return {
+            k: (global_state[k] + lr * delta[k]).astype(np.float32, copy=False)
+            for k in global_state
+        }
 
     def after_aggregate(
         self, rnd: int, global_state: State, results: list[ClientResult]
@@ -362,7 +375,7 @@ class Algorithm:
             opt.step()
         local = state_from_model(model)
         delta = {
-            k: (local[k] - ctx.global_state[k]).astype(np.float32)
+            k: (local[k] - ctx.global_state[k]).astype(np.float32, copy=False)
             for k in ctx.global_state
             if k in local  # the model's own entries (a payload may carry more)
         }
