@@ -19,7 +19,9 @@ sequential update bit for bit, so those runs' hashes equal the sequential ones (
 quick start's CNN): wall time, FLOPs (of the sequential step, counted by FlopCounterMode)
 and achieved GFLOP/s of the sequential step and of a group of 5 and 50 clients with each
 kernel choice, and the shares of wall time in convolution/matrix kernels, in other torch
-operators, and outside any torch operator (Python, numpy encoding and decoding, dispatch).
+operators, and outside any torch operator (Python, numpy encoding and decoding, dispatch);
+beside them the machine's float32 matrix-product rate on the same threads (a 2048^3
+`torch.mm`, best of 5: what no batching can exceed) and each arm's share of it.
 
     python benchmarks/bench_batched.py [--quick] [--json PATH] [--profile]
 """
@@ -114,6 +116,8 @@ def step_profile(groups: tuple[int, ...] = (5, 50), steps: int = 4) -> list[dict
     from fedsim.runtime.server import Server
 
     rows = []
+    peak = sgemm_gflops()
+    print({"sgemm_gflop_per_s": round(peak, 1), "threads": torch.get_num_threads()}, flush=True)
     for n in groups:
         sc = quickstart_scenario(
             False,
@@ -165,6 +169,7 @@ def step_profile(groups: tuple[int, ...] = (5, 50), steps: int = 4) -> list[dict
                     "ms_per_client_step": round(per * 1e3, 2),
                     "gflop_per_client_step": round(gflop, 3),
                     "gflop_per_s": round(gflop / per, 1),
+                    "of_sgemm": round(gflop / per / peak, 3),
                     "share_conv_matmul": round(heavy / 1e6 / wall_prof, 3),
                     "share_other_ops": round(other / 1e6 / wall_prof, 3),
                     "share_outside_ops": round(max(0.0, 1 - (heavy + other) / 1e6 / wall_prof), 3),
@@ -172,6 +177,21 @@ def step_profile(groups: tuple[int, ...] = (5, 50), steps: int = 4) -> list[dict
             )
             print(rows[-1], flush=True)
     return rows
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of one n x n x n matrix product on torch's current threads (best of
+    `repeats`): the rate a compute-bound step could reach at most."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 def _profile_flag(ap) -> None:

@@ -154,6 +154,9 @@ def load_state(model: torch.nn.Module, state: State) -> None:
                 sd[k].copy_(torch.from_numpy(np.ascontiguousarray(v)).view_as(sd[k]))
 
 
+_MEAN_CHUNK = 32768  # values per chunk of weighted_mean's float64 accumulation
+
+
 def weighted_mean(results: list[ClientResult], *, weighted: bool = True) -> State:
     """Sample-weighted mean of the clients' tensors, in client-id order, accumulated in float64.
 
@@ -164,19 +167,25 @@ def weighted_mean(results: list[ClientResult], *, weighted: bool = True) -> Stat
     results = sorted(results, key=lambda r: (r.client_id, r.staleness))
     total = sum(r.num_samples for r in results) if weighted else len(results)
     out: State = {}
+    term = np.empty(_MEAN_CHUNK, np.float64)  # w·x of one chunk, reused (stays in cache)
     for name in results[0].tensors:
-        acc = term = None  # one tensor of every client at a time (updates may decode lazily)
+        acc = None  # one tensor of every client at a time (updates may decode lazily)
         for r in results:
             w = r.weight * (r.num_samples if weighted else 1) / total
             # w·x in float64 (x is cast exactly, then multiplied: the same bits as
-            # w * x.astype(float64)), into reused buffers instead of three temporaries
+            # w * x.astype(float64)), added chunk by chunk instead of via full temporaries
+            x = np.asarray(r.tensors[name])
             if acc is None:
-                acc = np.multiply(r.tensors[name], w, dtype=np.float64)
+                acc = np.empty(x.shape, np.float64)
+                np.multiply(x, w, out=acc, dtype=np.float64)
+                flat = acc.reshape(-1)  # a view: acc is contiguous
                 continue
-            if term is None:
-                term = np.empty_like(acc)
-            np.multiply(r.tensors[name], w, out=term, dtype=np.float64)
-            acc += term
+            xf = x.reshape(-1)
+            for i in range(0, flat.size, _MEAN_CHUNK):
+                j = min(i + _MEAN_CHUNK, flat.size)
+                t = term[: j - i]
+                np.multiply(xf[i:j], w, out=t, dtype=np.float64)
+                flat[i:j] += t
         out[name] = acc.astype(np.float32)
     return out
 
