@@ -116,6 +116,7 @@ def step_profile(groups: tuple[int, ...] = (5, 50), steps: int = 4) -> list[dict
     from fedsim.runtime.server import Server
 
     rows = []
+    torch.set_num_threads(quickstart_scenario(False).runtime.torch_threads)  # the arms' threads
     peak = sgemm_gflops()
     print({"sgemm_gflop_per_s": round(peak, 1), "threads": torch.get_num_threads()}, flush=True)
     for n in groups:
