@@ -239,11 +239,42 @@ def _check_same_scenario(scenario: Any, run_dir: Path) -> None:
     from fedsim.scenario import dump_scenario
 
     saved = run_dir / "scenario.toml"
-    if saved.exists() and saved.read_text() != dump_scenario(scenario):
+    if not saved.exists():
+        return
+    text, now = saved.read_text(), dump_scenario(scenario)
+    if text != now:
         raise UsageError(
-            f"--resume {run_dir}: a different scenario ran there (the resolved scenario differs from {saved}); "
-            "resume with the same file and overrides"
+            f"--resume {run_dir}: a different scenario ran there (the resolved scenario differs from {saved}"
+            f"{_scenario_diff(text, now)}); resume with the same file and overrides"
         )
+
+
+def _scenario_diff(saved: str, now: str, limit: int = 3) -> str:
+    """': key: A there, B now; ...' for the first keys that differ (empty if unreadable)."""
+    import tomllib
+
+    def flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            return {prefix: doc}
+        out: dict[str, Any] = {}
+        for k, v in doc.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else k))
+        return out
+
+    try:
+        a, b = flat(tomllib.loads(saved)), flat(tomllib.loads(now))
+    except tomllib.TOMLDecodeError:
+        return ""
+    missing = object()
+    keys = [k for k in sorted(a.keys() | b.keys()) if a.get(k, missing) != b.get(k, missing)]
+
+    def show(v: Any) -> str:
+        return "unset" if v is missing else repr(v)
+
+    parts = [f"{k}: {show(a.get(k, missing))} there, {show(b.get(k, missing))} now" for k in keys]
+    if len(parts) > limit:
+        parts = parts[:limit] + [f"{len(keys) - limit} more"]
+    return ": " + "; ".join(parts) if parts else ""
 
 
 def _validate_deep(scenario: Any, file: str, variant: str = "") -> None:

@@ -89,4 +89,7 @@ def test_resume_with_other_scenario_is_refused(tmp_path, capsys):
         )
         == 2
     )
-    assert "different scenario" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different scenario" in err
+    assert "seed: 5 there, 9 now" in err  # the keys that differ are named
+    assert len(err.strip().splitlines()) == 1
