@@ -66,18 +66,10 @@ def _override_pairs(overrides: Overrides) -> list[tuple[str, Any]]:
     if isinstance(overrides, str):
         raise TypeError("overrides: a list of 'key=value' strings or a mapping, not one string")
     if isinstance(overrides, Mapping):
-        return list(_flatten(dict(overrides)))
+        from fedsim.scenario.load import flatten
+
+        return list(flatten(dict(overrides)))
     return [parse_override(o) for o in overrides]
-
-
-def _flatten(doc: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    """{"train": {"lr": 0.1}} and {"train.lr": 0.1} both give ("train.lr", 0.1)."""
-    for key, value in doc.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and dotted not in ("model.args",):
-            yield from _flatten(dict(value), dotted + ".")
-        else:
-            yield dotted, value
 
 
 def _toml_value(value: Any) -> str:

@@ -253,16 +253,10 @@ def _scenario_diff(saved: str, now: str, limit: int = 3) -> str:
     """': key: A there, B now; ...' for the first keys that differ (empty if unreadable)."""
     import tomllib
 
-    def flat(doc: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(doc, dict):
-            return {prefix: doc}
-        out: dict[str, Any] = {}
-        for k, v in doc.items():
-            out.update(flat(v, f"{prefix}.{k}" if prefix else k))
-        return out
+    from fedsim.scenario.load import flatten
 
     try:
-        a, b = flat(tomllib.loads(saved)), flat(tomllib.loads(now))
+        a, b = dict(flatten(tomllib.loads(saved))), dict(flatten(tomllib.loads(now)))
     except tomllib.TOMLDecodeError:
         return ""
     missing = object()

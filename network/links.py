@@ -30,35 +30,6 @@ from simpy.events import NORMAL as _NORMAL
 
 from .maxmin import mathis_rate
 
-
-class _Call:
-    """A simpy-compatible event that is only ever scheduled and run: one callback, a value.
-
-    ``simpy.Environment.step`` needs ``callbacks``, ``_ok`` and ``_value`` of what it pops;
-    this has just those, so scheduling costs one small object and one heap push instead of
-    a ``Timeout`` (argument checks, an environment reference, a method call to schedule).
-    """
-
-    __slots__ = ("callbacks", "_value", "_ok")
-
-    def __init__(self, callback: Callable[[Any], Any], value: Any):
-        self.callbacks = [callback]
-        self._value = value
-        self._ok = True
-
-
-def call_later(
-    env: simpy.Environment, delay: float, callback: Callable[[Any], Any], value: Any = None
-) -> None:
-    """Run ``callback(event)`` (``event._value`` is ``value``) ``delay`` seconds from now.
-
-    Ordered exactly as ``env.timeout(delay, value).callbacks.append(callback)`` would be:
-    the same (time, priority, sequence number) key in simpy's own event queue.
-    """
-    if delay < 0:
-        raise ValueError(f"negative delay {delay}")
-    heappush(env._queue, (env._now + delay, _NORMAL, next(env._eid), _Call(callback, value)))
-
 __all__ = [
     "UP",
     "DOWN",
@@ -98,6 +69,35 @@ DEFAULT_MSS = 1460
 
 _TIME_TOL = 1e-9  # events closer than this (seconds) coalesce
 _REL_TOL = 1e-12  # relative slack in the level comparison, against float ping-pong
+
+
+class _Call:
+    """A simpy-compatible event that is only ever scheduled and run: one callback, a value.
+
+    ``simpy.Environment.step`` needs ``callbacks``, ``_ok`` and ``_value`` of what it pops;
+    this has just those, so scheduling costs one small object and one heap push instead of
+    a ``Timeout`` (argument checks, an environment reference, a method call to schedule).
+    """
+
+    __slots__ = ("callbacks", "_value", "_ok")
+
+    def __init__(self, callback: Callable[[Any], Any], value: Any):
+        self.callbacks = [callback]
+        self._value = value
+        self._ok = True
+
+
+def call_later(
+    env: simpy.Environment, delay: float, callback: Callable[[Any], Any], value: Any = None
+) -> None:
+    """Run ``callback(event)`` (``event._value`` is ``value``) ``delay`` seconds from now.
+
+    Ordered exactly as ``env.timeout(delay, value).callbacks.append(callback)`` would be:
+    the same (time, priority, sequence number) key in simpy's own event queue.
+    """
+    if delay < 0:
+        raise ValueError(f"negative delay {delay}")
+    heappush(env._queue, (env._now + delay, _NORMAL, next(env._eid), _Call(callback, value)))
 
 
 class Message:
@@ -502,7 +502,7 @@ class StarNetwork:
         *,
         seed: int = 0,
         stream: int = 0,
-        pool: list | None = None,
+        spare: list | None = None,
     ):
         self.env = env
         self.paths = paths
@@ -518,7 +518,7 @@ class StarNetwork:
         # objects come from (and go back to, in ``close``) a free list the caller may lend,
         # so successive rounds reuse objects and nothing grows with the population.
         self._conns: dict[int, _Conn] = {}
-        self._spare: list[_Conn] | None = pool
+        self._spare: list[_Conn] | None = spare
         self._hash_base = _mix(_mix(seed & _M64) ^ (stream & _M64))
         self._delay = paths.delay  # latency + per-message overhead
         self._jitter = paths.jitter

@@ -146,7 +146,7 @@ class _Trip:
 class _Trips(abc.ABC):
     """Runs trips on one simpy environment; subclasses decide what arrivals and drops mean."""
 
-    def __init__(self, model: NetworkModel, env: simpy.Environment, stream: int, pool=None):
+    def __init__(self, model: NetworkModel, env: simpy.Environment, stream: int, spare=None):
         self.model = model
         self.env = env
         self.net = StarNetwork(
@@ -156,7 +156,7 @@ class _Trips(abc.ABC):
             model.server_down_bps,
             seed=model.seed,
             stream=stream,
-            pool=pool,
+            spare=spare,
         )
         self.events = 0  # compute completions and drops; the links count their own
         avail = model.availability
@@ -236,7 +236,7 @@ class _Trips(abc.ABC):
 class _SyncRound(_Trips):
     def __init__(self, model, t0, jobs, accept_first, deadline_s):
         env = simpy.Environment(initial_time=t0)
-        super().__init__(model, env, stream=_float_key(t0), pool=model._conn_pool)
+        super().__init__(model, env, stream=_float_key(t0), spare=model._spare_conns)
         self.t0 = t0
         self.trips = [
             _Trip(j.client_id, t0, j.down_bytes, j.compute_s, j.up_bytes)
@@ -267,7 +267,7 @@ class _SyncRound(_Trips):
             for trip in self.trips:
                 self._begin(trip)
             if self.deadline_s is not None:
-                env.timeout(self.deadline_s).callbacks.append(self._deadline)
+                call_later(env, self.deadline_s, self._deadline)
             if not self.unresolved:
                 self._finish()
             env.run(until=self.finished)
@@ -375,7 +375,7 @@ class AsyncSession(_Trips):
         trip = _Trip(client_id, t, down_bytes, compute_s, None)
         self._trips[client_id] = trip
         if t > self.env.now:
-            self.env.timeout(t - self.env.now, trip).callbacks.append(self._start)
+            call_later(self.env, t - self.env._now, self._start, trip)
         else:
             self._begin(trip)
         return self.earliest_arrival(client_id)
@@ -487,7 +487,7 @@ class NetworkModel:
             message_overhead_s=message_overhead_s,
         )
         self.events = 0  # model events simulated so far (sends, transmissions, deliveries, ...)
-        self._conn_pool: list = []  # spare connection objects, reused by successive sync rounds
+        self._spare_conns: list = []  # connection objects reused by successive sync rounds
         self._pool: Sequence[int] | None = None  # devices that can be online (selection)
 
     def online_clients(self, t: float) -> list[int]:

@@ -272,8 +272,7 @@ class Algorithm:
         lr = float(self.scenario.server.server_lr)
         if lr == 1.0:
             return {
-                k: (global_state[k] + delta[k]).astype(np.float32, copy=False)
-                for k in global_state
+                k: (global_state[k] + delta[k]).astype(np.float32, copy=False) for k in global_state
             }
         return {
             k: (global_state[k] + lr * delta[k]).astype(np.float32, copy=False)

@@ -7,7 +7,7 @@ can print one line and exit 2.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,17 @@ def apply_overrides(doc: dict, overrides: Sequence[tuple[str, Any]]) -> dict:
             node = nxt
         node[parts[-1]] = value
     return doc
+
+
+def flatten(doc: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """{"train": {"lr": 0.1}} and {"train.lr": 0.1} both give ("train.lr", 0.1); `model.args`
+    and empty tables stay whole values."""
+    for key, value in doc.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and dotted not in ("model.args",):
+            yield from flatten(value, dotted + ".")
+        else:
+            yield dotted, value
 
 
 def deep_merge(base: dict, over: dict) -> dict:

@@ -219,7 +219,7 @@ class EvalCfg(Strict):
     batch_size: int = Field(
         128,
         ge=1,
-        description="evaluation batch size (the accuracy does not depend on it; 128 keeps a batch's activations in cache: 1.5-1.9x faster than 1000 for the quick-start CNN on the CPU)",
+        description="evaluation batch size (the accuracy does not depend on it; a small batch's activations stay in cache: benchmarks/README.md)",
     )
     target_accuracy: float | None = Field(
         None,
